@@ -1,0 +1,376 @@
+"""Where weights come from and how they are kept: hub ids, diffusers folders, single-file checkpoints and `tiny`;
+family detection; the model cache (load, keep warm, evict least recently used, free)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+from .config import DEFAULT_MODEL, Settings
+
+log = logging.getLogger(__name__)
+
+MODELS_ROOT = Path(__file__).resolve().parent.parent / "models"
+SAFE_SUFFIXES = (".safetensors",)
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+DEFAULT_SIZES = {"sd1": 512, "sd2": 768, "sdxl": 1024}
+
+
+class ModelError(Exception):
+    """A model that cannot be found or loaded. The message is one line naming what was tried and why."""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    kind: str  # "tiny" | "hub" | "folder" | "file"
+    location: str  # hub id or path
+    name: str  # what users see and pick
+
+    @property
+    def is_pickle(self) -> bool:
+        return self.kind == "file" and self.location.lower().endswith(PICKLE_SUFFIXES)
+
+
+def list_checkpoints(models_dir: Path | None) -> list[ModelSource]:
+    """Every checkpoint under `models_dir`: single files and diffusers folders, named by their relative path."""
+    if not models_dir or not Path(models_dir).is_dir():
+        return []
+    root = Path(models_dir)
+    found = []
+    for path in sorted(root.rglob("*")):
+        if any(part.startswith(".") for part in path.relative_to(root).parts):
+            continue
+        if path.is_file() and path.suffix.lower() in SAFE_SUFFIXES + PICKLE_SUFFIXES:
+            if any((parent / "model_index.json").is_file() for parent in path.parents if root in parent.parents):
+                continue  # a component's weights inside a diffusers folder, not a checkpoint
+            found.append(ModelSource("file", str(path), path.relative_to(root).as_posix()))
+        elif path.is_dir() and (path / "model_index.json").is_file():
+            found.append(ModelSource("folder", str(path), path.relative_to(root).as_posix()))
+    return found
+
+
+def resolve_model(name: str, settings: Settings) -> ModelSource:
+    """Turn what a user typed into a source, without loading anything. Raises ModelError."""
+    name = (name or "").strip()
+    if not name:
+        raise ModelError("No model named.")
+    if name == "tiny":
+        return ModelSource("tiny", "tiny", "tiny")
+    for source in list_checkpoints(settings.models_dir):
+        if name in (source.name, Path(source.name).stem, Path(source.name).name):
+            return source
+    path = Path(name).expanduser()
+    if path.is_file():
+        return ModelSource("file", str(path), path.name)
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise ModelError(f"Model '{name}': the folder has no model_index.json, so it is not a diffusers model folder.")
+        return ModelSource("folder", str(path), path.name)
+    if _HUB_ID.match(name) and not name.lower().endswith(SAFE_SUFFIXES + PICKLE_SUFFIXES):
+        return ModelSource("hub", name, name)
+    where = f" in {settings.models_dir}" if settings.models_dir else ""
+    raise ModelError(f"Model '{name}' not found: not a file, a diffusers folder, a checkpoint{where}, or a hub id (owner/name).")
+
+
+# ---- single-file family detection (reads the safetensors header only)
+
+
+@dataclass(frozen=True)
+class FileFamily:
+    family: str  # sd1 | sd2 | sdxl
+    config: str  # folder under models/configs, or "tiny"
+    prediction_type: str | None = None  # an override of the config's
+
+
+def _header_shapes(path: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return {key: SimpleNamespace(shape=tuple(f.get_slice(key).get_shape())) for key in f.keys()}
+
+
+def detect_family(path: Path, shapes: dict | None = None) -> FileFamily:
+    from diffusers.loaders.single_file_utils import infer_diffusers_model_type
+
+    shapes = _header_shapes(path) if shapes is None else shapes
+    kind = infer_diffusers_model_type(shapes)
+    conv_in = shapes.get("model.diffusion_model.input_blocks.0.0.weight")
+    if kind == "v1" and conv_in is not None and conv_in.shape[0] != 320:
+        return FileFamily("sd1", "tiny")
+    if kind == "v1":
+        return FileFamily("sd1", "sd15")
+    if kind == "inpainting":
+        return FileFamily("sd1", "sd15-inpainting")
+    if kind == "v2":
+        # 768-v is the common SD 2.x checkpoint; the 512 "base" ones predict epsilon. A1111 reads a .yaml beside
+        # the file for this; the file name is what users have.
+        base = re.search(r"(base|512)", path.name, re.IGNORECASE)
+        return FileFamily("sd2", "sd21", "epsilon" if base else None)
+    if kind == "xl_base":
+        return FileFamily("sdxl", "sdxl")
+    raise ModelError(f"Model '{path.name}': detected as '{kind}', which the studio does not run (SD 1.x, 2.x and SDXL are supported).")
+
+
+# ---- config folders for offline single-file loading
+
+
+def materialize_config(config: str, cache_dir: Path) -> Path:
+    """A complete diffusers config folder (configs + tokenizer files) in the cache, built from models/configs."""
+    from . import tiny
+    from .tokenizers import write_clip_tokenizer
+
+    if config == "tiny":
+        digest = tiny.recipe_hash()[:12]
+        target = cache_dir / "configs" / f"tiny-{digest}"
+        if not (target / "model_index.json").is_file():
+            write_tiny_config(target)
+        return target
+    source = MODELS_ROOT / "configs" / config
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(source.rglob("*.json")))).hexdigest()[:12]
+    target = cache_dir / "configs" / f"{config}-{digest}"
+    if (target / "model_index.json").is_file():
+        return target
+    staging = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(source, staging)
+    index = json.loads((source / "model_index.json").read_text())
+    openclip_pad = {"sd21": {"tokenizer"}, "sdxl": {"tokenizer_2"}}.get(config, set())
+    for name in ("tokenizer", "tokenizer_2"):
+        if name in index:
+            write_clip_tokenizer(staging / name, pad_token="!" if name in openclip_pad else "<|endoftext|>")
+    os.replace(staging, target) if not target.exists() else shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def write_tiny_config(target: Path) -> None:
+    """The tiny model as a config-only diffusers folder, so a tiny single-file checkpoint loads offline."""
+    from . import tiny
+    from .tokenizers import write_clip_tokenizer
+
+    spec = tiny.recipe()
+    staging = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    index = json.loads((MODELS_ROOT / "configs" / "sd15" / "model_index.json").read_text())
+    files = {
+        "model_index.json": index,
+        "unet/config.json": {"_class_name": "UNet2DConditionModel", **spec["unet"]},
+        "vae/config.json": {"_class_name": "AutoencoderKL", **spec["vae"]},
+        "text_encoder/config.json": {"architectures": ["CLIPTextModel"], "model_type": "clip_text_model", **spec["text_encoder"]},
+        "scheduler/scheduler_config.json": spec["scheduler"],
+    }
+    for rel, content in files.items():
+        (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+        (staging / rel).write_text(json.dumps(content, indent=2))
+    write_clip_tokenizer(staging / "tokenizer")
+    if target.exists():
+        shutil.rmtree(staging, ignore_errors=True)
+    else:
+        os.replace(staging, target)
+
+
+# ---- hashes (A1111's "Model hash": first 10 hex of the file's SHA-256, as civitai's AutoV2)
+
+
+class HashCache:
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock = threading.Lock()
+
+    def sha256(self, file: Path) -> str:
+        stat = file.stat()
+        key = f"{file.resolve()}|{stat.st_size}|{int(stat.st_mtime)}"
+        with self._lock:
+            known = self._read()
+            if key in known:
+                return known[key]
+        digest = hashlib.sha256()
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        value = digest.hexdigest()
+        with self._lock:
+            known = self._read()
+            known[key] = value
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(known))
+            os.replace(tmp, self.path)
+        return value
+
+    def _read(self) -> dict:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+
+# ---- loading
+
+
+@dataclass
+class LoadedModel:
+    source: ModelSource
+    family: str
+    pipe: object  # the text-to-image pipeline; the other tasks are built on its modules
+    scheduler_config: dict
+    model_hash: str  # 10 hex
+    default_size: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+
+def _family_of_pipeline(pipe) -> str:
+    if "XL" in type(pipe).__name__:
+        return "sdxl"
+    cross = getattr(pipe.unet.config, "cross_attention_dim", 768)
+    return "sd2" if cross == 1024 else "sd1"
+
+
+def load_model(source: ModelSource, settings: Settings, device, dtype, hashes: HashCache) -> LoadedModel:
+    """Load a pipeline onto `device` in `dtype`. Raises ModelError with one clear line."""
+    try:
+        return _load(source, settings, device, dtype, hashes)
+    except ModelError:
+        raise
+    except Exception as exc:  # diffusers/hub errors: keep the first line, name the model
+        first = str(exc).strip().split("\n")[0] or type(exc).__name__
+        raise ModelError(f"Model '{source.name}' could not be loaded ({source.kind} {source.location}): {first}") from exc
+
+
+def _load(source: ModelSource, settings: Settings, device, dtype, hashes: HashCache) -> LoadedModel:
+    import diffusers
+
+    from . import tiny
+
+    notes: list[str] = []
+    if source.kind == "tiny":
+        pipe = tiny.build_tiny_pipeline(materialize_config("tiny", settings.cache_dir) / "tokenizer", dtype=dtype)
+        model_hash = tiny.recipe_hash()[:10]
+        family, default_size = "sd1", tiny.recipe()["default_size"]
+    elif source.kind == "file":
+        path = Path(source.location)
+        if source.is_pickle and not settings.allow_pickle:
+            raise ModelError(
+                f"Model '{source.name}' is a pickle checkpoint ({path.suffix}), which can run code when loaded; "
+                "refused. Use a .safetensors file, or start the studio with --allow-pickle if you trust it."
+            )
+        if source.is_pickle:
+            import torch
+
+            state = torch.load(str(path), map_location="cpu", weights_only=False)
+            state = state.get("state_dict", state)
+            shapes = {k: SimpleNamespace(shape=tuple(v.shape)) for k, v in state.items() if hasattr(v, "shape")}
+            kind = detect_family(path, shapes)
+        else:
+            kind = detect_family(path)
+        config = materialize_config(kind.config, settings.cache_dir)
+        cls = diffusers.StableDiffusionXLPipeline if kind.family == "sdxl" else diffusers.StableDiffusionPipeline
+        pipe = cls.from_single_file(str(path), config=str(config), torch_dtype=dtype, local_files_only=True)
+        family = kind.family
+        default_size = tiny.recipe()["default_size"] if kind.config == "tiny" else DEFAULT_SIZES[family]
+        model_hash = hashes.sha256(path)[:10]
+        if kind.prediction_type:
+            pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, prediction_type=kind.prediction_type)
+            notes.append(f"{source.name}: SD 2.x 'base' checkpoint, epsilon prediction")
+    else:
+        kwargs = {"torch_dtype": dtype}
+        location = source.location
+        if source.kind == "hub":
+            location = _hub_snapshot(source.location)
+        index = json.loads((Path(location) / "model_index.json").read_text())
+        if "safety_checker" in index:
+            kwargs.update(safety_checker=None, requires_safety_checker=False)  # as A1111: no NSFW filter
+        pipe = diffusers.DiffusionPipeline.from_pretrained(location, **kwargs)
+        family = _family_of_pipeline(pipe)
+        default_size = DEFAULT_SIZES[family]
+        unet_files = sorted(Path(location, "unet").glob("diffusion_pytorch_model*.safetensors")) or sorted(
+            Path(location, "unet").glob("*.bin")
+        )
+        model_hash = hashes.sha256(unet_files[0])[:10] if unet_files else hashlib.sha256(source.location.encode()).hexdigest()[:10]
+    pipe.set_progress_bar_config(disable=True)
+    pipe.to(device)
+    return LoadedModel(source, family, pipe, dict(pipe.scheduler.config), model_hash, default_size, notes)
+
+
+def _hub_snapshot(repo_id: str) -> str:
+    """The local snapshot of a hub model: the standard HF cache first (reusing what the user has), else a download."""
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.txt", "*.model", "*.safetensors"]  # no duplicate .bin/.ckpt weights
+    try:
+        return snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True)
+    except Exception:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        raise ModelError(f"Model '{repo_id}' is not in the Hugging Face cache and HF_HUB_OFFLINE is set, so it cannot be downloaded.")
+    try:
+        log.info("Downloading %s into the Hugging Face cache (once)...", repo_id)
+        return snapshot_download(repo_id, allow_patterns=patterns)
+    except Exception as exc:
+        first = str(exc).strip().split("\n")[0]
+        raise ModelError(f"Model '{repo_id}' is not in the Hugging Face cache and could not be downloaded: {first}") from exc
+
+
+def default_model_name(settings: Settings) -> str:
+    return settings.model or DEFAULT_MODEL
+
+
+class ModelCache:
+    """Keeps up to `max_models` pipelines loaded on the device; the least recently used goes first, and its memory
+    is actually released before the next one loads. Used by the engine's worker thread only."""
+
+    def __init__(self, settings: Settings, device, dtype, attention):
+        self.settings = settings
+        self.device = device
+        self.dtype = dtype
+        self.attention = attention  # pipelines.AttentionChoice
+        self.hashes = HashCache(settings.cache_dir / "hashes.json")
+        self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
+
+    def loaded_names(self) -> list[str]:
+        return list(self._loaded)
+
+    def get(self, name: str) -> LoadedModel:
+        source = resolve_model(name, self.settings)
+        if source.name in self._loaded:
+            self._loaded.move_to_end(source.name)
+            return self._loaded[source.name]
+        if source.is_pickle and not self.settings.allow_pickle:
+            # Refused before anything is evicted or read.
+            raise ModelError(
+                f"Model '{source.name}' is a pickle checkpoint ({Path(source.location).suffix}), which can run code "
+                "when loaded; refused. Use a .safetensors file, or start the studio with --allow-pickle if you trust it."
+            )
+        while len(self._loaded) >= self.settings.max_models:
+            self.evict(next(iter(self._loaded)))
+        model = load_model(source, self.settings, self.device, self.dtype, self.hashes)
+        from .pipelines import apply_attention
+
+        apply_attention(model.pipe, self.attention)
+        self._loaded[source.name] = model
+        log.info("Loaded %s (%s, hash %s) on %s in %s", source.name, model.family, model.model_hash, self.device, self.dtype)
+        return model
+
+    def evict(self, name: str) -> None:
+        from .pipelines import free_device_memory
+
+        model = self._loaded.pop(name, None)
+        if model is None:
+            return
+        model.pipe = None
+        del model
+        free_device_memory(self.device)
+        log.info("Unloaded %s", name)

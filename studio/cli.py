@@ -1,0 +1,102 @@
+"""`python -m studio generate ...`: render without a browser; prints the paths of the PNGs written, one per line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .config import add_engine_arguments, settings_from_args
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m studio")
+    sub = parser.add_subparsers(dest="command", required=True)
+    gen = sub.add_parser("generate", help="render images (text to image, image to image, inpainting)")
+    add_engine_arguments(gen)
+    gen.add_argument("--prompt", required=True)
+    gen.add_argument("--negative-prompt", default="")
+    gen.add_argument("--seed", type=int, default=-1, help="-1: random (the seed used is reported)")
+    gen.add_argument("--steps", type=int, default=20)
+    gen.add_argument("--cfg-scale", type=float, default=7.0)
+    gen.add_argument("--sampler", default="Euler a", help="A1111 name, e.g. 'DPM++ 2M Karras'")
+    gen.add_argument("--width", type=int, default=None)
+    gen.add_argument("--height", type=int, default=None)
+    gen.add_argument("--batch-size", type=int, default=1)
+    gen.add_argument("--batch-count", type=int, default=1)
+    gen.add_argument("--init-image", type=Path, default=None, help="image to start from (image to image)")
+    gen.add_argument("--denoising-strength", type=float, default=0.75)
+    gen.add_argument("--mask", type=Path, default=None, help="inpainting mask: white = repaint (needs --init-image)")
+    gen.add_argument("--mask-blur", type=int, default=4)
+    gen.add_argument("--out", type=Path, default=None, help="outputs folder (same as --outputs)")
+    gen.add_argument("-v", "--verbose", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.out is not None:
+        args.outputs = args.out
+    settings = settings_from_args(args)
+    # Imported here so `--help` is instant and argument errors come before loading torch.
+    from .checkpoints import ModelError
+    from .engine import Engine
+    from .outputs import OutputStore
+    from .requests import Failed, GenerationRequest, RequestError
+    from .validation import decode_image
+
+    try:
+        init = decode_image(args.init_image.read_bytes(), "--init-image", settings) if args.init_image else None
+        mask = decode_image(args.mask.read_bytes(), "--mask", settings) if args.mask else None
+        if mask is not None and init is None:
+            raise RequestError("--mask needs --init-image (the image to inpaint).")
+    except OSError as exc:
+        print(f"error: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except RequestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    request = GenerationRequest(
+        prompt=args.prompt,
+        negative_prompt=args.negative_prompt,
+        seed=args.seed,
+        steps=args.steps,
+        cfg_scale=args.cfg_scale,
+        sampler_name=args.sampler,
+        width=args.width,
+        height=args.height,
+        batch_size=args.batch_size,
+        batch_count=args.batch_count,
+        init_image=init,
+        mask=mask,
+        denoising_strength=args.denoising_strength,
+        mask_blur=args.mask_blur,
+    )
+    engine = None
+    try:
+        from .validation import validate
+
+        validate(request, settings)  # before loading any model
+        engine = Engine(settings.__class__(**{**settings.__dict__, "warmup": False}), OutputStore(settings.outputs)).start()
+        if engine.notice:
+            print(f"note: {engine.notice}", file=sys.stderr)
+        job = engine.submit(request)
+        result = job.wait()
+    except (RequestError, ModelError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if engine is not None:
+            engine.stop()
+    if isinstance(result, Failed):
+        print(f"error: {result.message}", file=sys.stderr)
+        return 1
+    for note in job.started.notes if job.started else []:
+        print(f"note: {note}", file=sys.stderr)
+    if job.started:
+        print(f"seed: {job.started.seeds[0]}", file=sys.stderr)
+    for image in result.images:
+        print(image.path)
+    return 0

@@ -1,0 +1,84 @@
+"""The studio's settings: parsed once from the command line, then frozen and passed to whoever needs them."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "sd-studio"
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: Optional[str] = None  # None: DEFAULT_MODEL, falling back to `tiny` when it cannot be had
+    models_dir: Optional[Path] = None
+    outputs: Path = Path("outputs")
+    device: str = "auto"  # auto | cuda | mps | cpu (or cuda:N)
+    dtype: str = "auto"  # auto | fp16 | bf16 | fp32
+    attention: str = "auto"  # auto | xformers | sdpa
+    preview: str = "latent"  # latent | taesd | vae | off
+    preview_every: Optional[int] = None  # None: every step (every 5th for the full VAE)
+    max_models: int = 1
+    max_size: int = 2048
+    max_steps: int = 150
+    max_batch: int = 8
+    max_batch_count: int = 100
+    max_image_pixels: int = 4096 * 4096
+    max_queue_per_user: int = 0  # 0: no cap
+    allow_pickle: bool = False
+    warmup: bool = True
+    cache_dir: Path = field(default_factory=_default_cache_dir)
+
+    def preview_interval(self) -> int:
+        if self.preview_every:
+            return self.preview_every
+        return 5 if self.preview == "vae" else 1
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("model and device")
+    g.add_argument("--model", default=None, help=f"hub repo id, diffusers folder, .safetensors file or 'tiny' (default: {DEFAULT_MODEL})")
+    g.add_argument("--models-dir", type=Path, default=None, help="folder of checkpoints to offer (A1111's models/Stable-diffusion works as is)")
+    g.add_argument("--outputs", type=Path, default=Path("outputs"), help="where images are saved, one folder per day")
+    g.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cuda, cuda:N, mps or cpu")
+    g.add_argument("--dtype", default="auto", choices=["auto", "fp16", "bf16", "fp32"], help="auto: fp16 on CUDA, fp32 elsewhere")
+    g.add_argument("--attention", default="auto", choices=["auto", "xformers", "sdpa"])
+    g.add_argument("--preview", default="latent", choices=["latent", "taesd", "vae", "off"])
+    g.add_argument("--preview-every", type=int, default=None, metavar="N", help="preview every N steps (default 1; 5 for vae)")
+    g.add_argument("--max-models", type=int, default=1, help="models kept loaded at once (least recently used goes first)")
+    g.add_argument("--max-size", type=int, default=2048)
+    g.add_argument("--max-steps", type=int, default=150)
+    g.add_argument("--max-batch", type=int, default=8)
+    g.add_argument("--max-queue-per-user", type=int, default=0, help="queued jobs a user may have (0: no cap)")
+    g.add_argument("--allow-pickle", action="store_true", help="allow .ckpt/.pt/.bin pickle checkpoints (they can run code)")
+    g.add_argument("--no-warmup", dest="warmup", action="store_false", help="skip the warm-up generation at start")
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    if args.preview_every is not None and args.preview_every < 1:
+        raise SystemExit("--preview-every must be 1 or more")
+    return Settings(
+        model=args.model,
+        models_dir=args.models_dir,
+        outputs=args.outputs,
+        device=args.device,
+        dtype=args.dtype,
+        attention=args.attention,
+        preview=args.preview,
+        preview_every=args.preview_every,
+        max_models=max(1, args.max_models),
+        max_size=args.max_size,
+        max_steps=args.max_steps,
+        max_batch=args.max_batch,
+        max_queue_per_user=args.max_queue_per_user,
+        allow_pickle=args.allow_pickle,
+        warmup=args.warmup,
+    )

@@ -1,0 +1,47 @@
+"""Where finished images go: one folder per day under the outputs root, PNGs written atomically with metadata."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import os
+import re
+import threading
+from pathlib import Path
+
+from PIL import Image, PngImagePlugin
+
+_NUMBERED = re.compile(r"^(\d{5})-")
+
+
+class OutputStore:
+    def __init__(self, root: Path, clock=_dt.date.today):
+        self.root = Path(root)
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    def day_folder(self) -> Path:
+        return self.root / self._clock().isoformat()
+
+    def _next_number(self, folder: Path) -> int:
+        numbers = [int(m.group(1)) for p in folder.glob("*.png") if (m := _NUMBERED.match(p.name))]
+        return max(numbers, default=-1) + 1
+
+    def save_png(self, image: Image.Image, infotext: str, seed: int) -> Path:
+        """Write `NNNNN-seed.png` with a `parameters` text chunk. A crash never leaves a partial PNG:
+        the bytes go to a hidden temporary file, are flushed to disk, then renamed into place."""
+        info = PngImagePlugin.PngInfo()
+        info.add_text("parameters", infotext)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", pnginfo=info)
+        with self._lock:
+            folder = self.day_folder()
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{self._next_number(folder):05d}-{seed}.png"
+            tmp = folder / f".{path.name}.partial"
+            with open(tmp, "wb") as f:
+                f.write(buffer.getvalue())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        return path

@@ -1,0 +1,188 @@
+"""Everything that depends on how diffusers works, in one place.
+
+Pipelines per task built on one set of weights (`from_pipe` with the model's dtype), a fresh scheduler per job that
+also reports its x0 estimate, seeds → generators, device/dtype choice, and the attention backend (xformers or SDPA).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from .requests import Task
+from .samplers import Sampler
+
+log = logging.getLogger(__name__)
+
+FAMILY_PIPELINES = {
+    "sd1": ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline"),
+    "sd2": ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline"),
+    "sdxl": ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline", "StableDiffusionXLInpaintPipeline"),
+}
+
+
+def pipeline_class(family: str, task: Task):
+    import diffusers
+
+    names = FAMILY_PIPELINES[family]
+    index = {Task.TXT2IMG: 0, Task.IMG2IMG: 1, Task.INPAINT: 2}[task]
+    return getattr(diffusers, names[index])
+
+
+def task_pipeline(base, family: str, task: Task, scheduler, dtype: torch.dtype):
+    """A pipeline for `task` sharing `base`'s modules. Passing the model's dtype matters: without it from_pipe
+    moves the shared modules to fp32 (diffusers' default), silently upcasting every pipeline built on them."""
+    cls = pipeline_class(family, task)
+    pipe = cls.from_pipe(base, scheduler=scheduler, dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+# ---- schedulers
+
+
+@functools.cache
+def _recording_class(base_cls: type) -> type:
+    """A subclass of a diffusers scheduler that keeps the x0 estimate of its last step.
+
+    Most schedulers return it as `pred_original_sample`; the multistep DPM-Solver/UniPC family keeps it as its last
+    converted model output. The pipelines throw it away, and previews want exactly it ("what the image is becoming").
+    """
+
+    def step(self, model_output, timestep, sample, *args, return_dict: bool = True, **kwargs):
+        output = base_cls.step(self, model_output, timestep, sample, *args, return_dict=True, **kwargs)
+        x0 = getattr(output, "pred_original_sample", None)
+        if x0 is None:
+            outputs = getattr(self, "model_outputs", None)
+            if outputs and outputs[-1] is not None and getattr(self.config, "algorithm_type", "dpmsolver++") in (
+                "dpmsolver++",
+                "sde-dpmsolver++",
+            ):
+                x0 = outputs[-1]
+            elif outputs and outputs[-1] is not None and getattr(self.config, "predict_x0", False):
+                x0 = outputs[-1]
+        self.last_x0 = x0
+        return output if return_dict else (output.prev_sample,)
+
+    return type(base_cls.__name__, (base_cls,), {"step": step, "last_x0": None})
+
+
+def make_scheduler(sampler: Sampler, base_config: dict):
+    import diffusers
+
+    base_cls = getattr(diffusers, sampler.spec.scheduler_class)
+    return _recording_class(base_cls).from_config(base_config, **sampler.scheduler_options())
+
+
+def plain_scheduler(sampler: Sampler, base_config: dict):
+    """The scheduler exactly as a diffusers user would build it (tests and benchmarks compare against it)."""
+    import diffusers
+
+    return getattr(diffusers, sampler.spec.scheduler_class).from_config(base_config, **sampler.scheduler_options())
+
+
+def generators(seeds: list[int]) -> list[torch.Generator]:
+    # CPU generators: the same seed draws the same noise on every machine, GPU or not.
+    return [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+
+
+def quiet_library_logs() -> None:
+    """diffusers warns on every from_pipe(dtype=...) about fp32-kept modules, even when there are none."""
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.set_verbosity_error()
+
+
+# ---- device, dtype
+
+
+def resolve_device(wanted: str) -> torch.device:
+    if wanted != "auto":
+        device = torch.device(wanted)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"--device {wanted}: CUDA is not available on this machine")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resolve_dtype(wanted: str, device: torch.device) -> torch.dtype:
+    table = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+    if wanted != "auto":
+        return table[wanted]
+    return torch.float16 if device.type in ("cuda", "mps") else torch.float32
+
+
+# ---- attention
+
+
+@dataclass(frozen=True)
+class AttentionChoice:
+    backend: str  # "xformers" | "sdpa"
+    reason: str
+
+
+def _xformers_works(device: torch.device, dtype: torch.dtype) -> str | None:
+    """None when xformers imports and runs a small attention on this device; else why not."""
+    if device.type != "cuda":
+        return f"xformers needs CUDA (device is {device.type})"
+    try:
+        import xformers
+        import xformers.ops
+    except Exception as exc:  # ImportError, or a broken binary raising anything at import
+        return f"xformers is not usable: {type(exc).__name__}: {exc}".split("\n")[0]
+    try:
+        q = torch.randn(1, 64, 8, 40, device=device, dtype=dtype)
+        xformers.ops.memory_efficient_attention(q, q, q)
+        torch.cuda.synchronize(device)
+    except Exception as exc:
+        return f"xformers {getattr(xformers, '__version__', '?')} failed a test attention: {type(exc).__name__}: {exc}".split("\n")[0]
+    return None
+
+
+def choose_attention(wanted: str, device: torch.device, dtype: torch.dtype) -> AttentionChoice:
+    if wanted == "sdpa":
+        return AttentionChoice("sdpa", "asked for (--attention sdpa)")
+    problem = _xformers_works(device, dtype)
+    if problem is None:
+        return AttentionChoice("xformers", "xformers imports and runs on this device")
+    if wanted == "xformers":
+        log.warning("--attention xformers: %s; using PyTorch SDPA instead", problem)
+        return AttentionChoice("sdpa", f"xformers was asked for but {problem}")
+    return AttentionChoice("sdpa", f"PyTorch scaled_dot_product_attention ({problem})")
+
+
+def apply_attention(pipe, choice: AttentionChoice) -> None:
+    # Nothing to do for SDPA: diffusers' default attention processors call torch's scaled_dot_product_attention.
+    if choice.backend == "xformers":
+        pipe.enable_xformers_memory_efficient_attention()
+
+
+def free_device_memory(device: torch.device) -> None:
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()
+
+
+# ---- inpainting
+
+
+def blur_mask(mask, radius: int):
+    from diffusers.image_processor import VaeImageProcessor
+
+    return VaeImageProcessor.blur(mask, blur_factor=radius) if radius > 0 else mask
+
+
+def paste_unmasked(pipe, mask, init_image, image):
+    """Put the untouched pixels back (as artists expect): only the painted area may change."""
+    return pipe.image_processor.apply_overlay(mask, init_image, image)

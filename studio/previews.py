@@ -1,0 +1,168 @@
+"""Latents → small pictures while sampling: the linear latent→RGB projection per family, TAESD, or the full VAE;
+plus the 4 latent channels as grayscale images for the Step previews tab.
+
+The sampling thread only queues GPU work and an asynchronous copy to the CPU (no synchronisation); a separate
+thread waits for the copy, builds the pictures and encodes them, so previews never stall the denoising loop.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+# Rows: latent channels 0..3; columns: R, G, B (ComfyUI's latent_formats.py). Applied to scaled latents.
+LATENT_RGB = {
+    "sd1": ([[0.3512, 0.2297, 0.3227], [0.3250, 0.4974, 0.2350], [-0.2829, 0.1762, 0.2721], [-0.2120, -0.2616, -0.7177]], [0.0, 0.0, 0.0]),
+    "sdxl": ([[0.3651, 0.4232, 0.4341], [-0.2533, -0.0042, 0.1068], [0.1076, 0.1111, -0.0362], [-0.3165, -0.2492, -0.2188]], [0.1084, -0.0175, -0.0011]),
+}
+LATENT_RGB["sd2"] = LATENT_RGB["sd1"]
+
+FRAME_MAX_SIDE = 512  # ComfyUI's cap: frames are for watching, not keeping
+CHANNEL_MAX_SIDE = 128
+TAESD_IDS = {"sd1": "madebyollin/taesd", "sd2": "madebyollin/taesd", "sdxl": "madebyollin/taesdxl"}
+
+
+@dataclass(frozen=True)
+class StepFrames:
+    """One sampling step as pictures (JPEG bytes): what the image is becoming, the noisy latent, its 4 channels."""
+
+    step: int
+    total: int
+    x0: bytes
+    noisy: bytes
+    channels: tuple[bytes, bytes, bytes, bytes]
+
+
+def encode_jpeg(image: Image.Image, quality: int = 85) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+class PreviewDecoder:
+    """Turns the sampler's latents into uint8 pictures on the device. Mode: latent | taesd | vae | off."""
+
+    def __init__(self, mode: str, family: str, vae, device: torch.device, dtype: torch.dtype, taesd_loader: Callable | None = None):
+        self.family = family
+        self.vae = vae
+        self.mode = mode
+        self.note = None
+        self.taesd = None
+        weights, bias = LATENT_RGB[family]
+        self._weights = torch.tensor(weights, device=device, dtype=torch.float32)
+        self._bias = torch.tensor(bias, device=device, dtype=torch.float32)
+        if mode == "taesd":
+            try:
+                self.taesd = taesd_loader(family).to(device=device, dtype=dtype) if taesd_loader else None
+            except Exception as exc:
+                self.note = f"TAESD previews unavailable ({str(exc).splitlines()[0]}); using latent previews"
+            if self.taesd is None:
+                self.mode = "latent"
+                self.note = self.note or "TAESD previews unavailable; using latent previews"
+                log.warning(self.note)
+
+    def _project(self, latents: torch.Tensor) -> torch.Tensor:
+        # (4, h, w) → (h, w, 3) uint8
+        rgb = torch.einsum("chw,cr->hwr", latents.float(), self._weights) + self._bias
+        return ((rgb.clamp(-1, 1) + 1) * 127.5).to(torch.uint8)
+
+    @torch.no_grad()
+    def picture(self, latents: torch.Tensor) -> torch.Tensor:
+        """The first image of a batch of scaled latents as (h, w, 3) uint8, on the device."""
+        first = latents[:1]
+        if self.mode == "taesd":
+            image = self.taesd.decode(first.to(self.taesd.dtype) / self.taesd.config.scaling_factor).sample[0]
+        elif self.mode == "vae":
+            image = self.vae.decode(first.to(self.vae.dtype) / self.vae.config.scaling_factor).sample[0]
+        else:
+            return self._project(first[0])
+        image = image.float()
+        side = max(image.shape[-2:])
+        if side > FRAME_MAX_SIDE:
+            image = torch.nn.functional.interpolate(image[None], scale_factor=FRAME_MAX_SIDE / side, mode="area")[0]
+        return ((image.clamp(-1, 1) + 1) * 127.5).to(torch.uint8).permute(1, 2, 0)
+
+    @torch.no_grad()
+    def noisy_and_channels(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        first = latents[0].float()
+        low = first.amin(dim=(1, 2), keepdim=True)
+        high = first.amax(dim=(1, 2), keepdim=True)
+        channels = ((first - low) / (high - low).clamp_min(1e-6) * 255).to(torch.uint8)
+        return self._project(first), channels
+
+
+class FrameSink:
+    """The thread that finishes preview frames off the sampling path: waits for the device→CPU copy, makes PIL
+    images and JPEGs, and hands them to the job. `flush()` returns once every queued frame is delivered."""
+
+    def __init__(self):
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="preview-frames", daemon=True)
+        self._thread.start()
+
+    def submit(self, step: int, total: int, tensors: tuple, ready, deliver: Callable) -> None:
+        self._queue.put((step, total, tensors, ready, deliver))
+
+    def flush(self) -> None:
+        self._queue.join()
+
+    def _loop(self) -> None:
+        while True:
+            step, total, tensors, ready, deliver = self._queue.get()
+            try:
+                if ready is not None:
+                    ready.synchronize()
+                x0, noisy, channels = (t.numpy() for t in tensors)
+                x0_image = _upscaled(Image.fromarray(x0))
+                frames = StepFrames(
+                    step,
+                    total,
+                    encode_jpeg(x0_image),
+                    encode_jpeg(_upscaled(Image.fromarray(noisy))),
+                    tuple(encode_jpeg(_upscaled(Image.fromarray(c), CHANNEL_MAX_SIDE)) for c in channels),
+                )
+                deliver(frames, x0_image)
+            except Exception:  # a broken frame must never take the job down
+                log.exception("preview frame %s failed", step)
+            finally:
+                self._queue.task_done()
+
+
+def _upscaled(image: Image.Image, target: int = 256) -> Image.Image:
+    # Latent previews are 1/8 of the image size; scale small ones up so they are watchable.
+    side = max(image.size)
+    if side >= target:
+        return image
+    factor = target / side
+    return image.resize((round(image.width * factor), round(image.height * factor)), Image.BILINEAR)
+
+
+def capture(decoder: PreviewDecoder, latents: torch.Tensor, x0: torch.Tensor | None):
+    """Queue the device work for one step's pictures and an async copy to the CPU. Returns (tensors, ready event)."""
+    picture = decoder.picture(x0 if x0 is not None else latents)
+    noisy, channels = decoder.noisy_and_channels(latents)
+    if latents.device.type == "cuda":
+        out = []
+        for t in (picture, noisy, channels):
+            host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+            host.copy_(t, non_blocking=True)
+            out.append(host)
+        event = torch.cuda.Event()
+        event.record()
+        return tuple(out), event
+    return (picture.cpu(), noisy.cpu(), channels.cpu()), None
+
+
+def load_taesd(family: str, cache_only: bool):
+    from diffusers import AutoencoderTiny
+
+    return AutoencoderTiny.from_pretrained(TAESD_IDS[family], local_files_only=cache_only)

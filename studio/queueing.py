@@ -1,0 +1,78 @@
+"""The job queue: round-robin between owners, so one user's long batch does not lock out the others."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict, deque
+from typing import Optional
+
+from .jobs import Job
+from .requests import QueueFullError
+
+
+class FairQueue:
+    def __init__(self, max_per_owner: int = 0):
+        self.max_per_owner = max_per_owner
+        self._cond = threading.Condition()
+        self._by_owner: OrderedDict[str, deque] = OrderedDict()  # rotation order: next owner to serve first
+        self._closed = False
+
+    def put(self, job: Job) -> None:
+        with self._cond:
+            jobs = self._by_owner.setdefault(job.owner, deque())
+            if self.max_per_owner and len(jobs) >= self.max_per_owner:
+                raise QueueFullError(
+                    f"You already have {len(jobs)} jobs waiting (the limit is {self.max_per_owner}); "
+                    "wait for one to finish or cancel one."
+                )
+            jobs.append(job)
+            self._cond.notify_all()
+
+    def get(self, timeout: Optional[float] = None) -> Optional[Job]:
+        """The next job in round-robin order, or None after `timeout` / when closed."""
+        with self._cond:
+            while not self._by_owner and not self._closed:
+                if not self._cond.wait(timeout):
+                    return None
+            if not self._by_owner:
+                return None
+            owner, jobs = next(iter(self._by_owner.items()))
+            job = jobs.popleft()
+            del self._by_owner[owner]
+            if jobs:
+                self._by_owner[owner] = jobs  # back of the rotation
+            return job
+
+    def remove(self, job: Job) -> bool:
+        with self._cond:
+            jobs = self._by_owner.get(job.owner)
+            if not jobs or job not in jobs:
+                return False
+            jobs.remove(job)
+            if not jobs:
+                del self._by_owner[job.owner]
+            return True
+
+    def position(self, job: Job) -> Optional[int]:
+        """How many jobs will start before this one, in the current rotation (None if not queued)."""
+        with self._cond:
+            jobs = self._by_owner.get(job.owner)
+            if not jobs or job not in jobs:
+                return None
+            mine = list(jobs).index(job)
+            ahead = 0
+            owners = list(self._by_owner.items())
+            my_turn = [o for o, _ in owners].index(job.owner)
+            for index, (owner, queued) in enumerate(owners):
+                # Each full round serves one job per owner; owners before ours in the rotation get one more.
+                ahead += min(len(queued), mine + (1 if index < my_turn else 0))
+            return ahead
+
+    def snapshot(self) -> list[Job]:
+        with self._cond:
+            return [job for jobs in self._by_owner.values() for job in jobs]
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()

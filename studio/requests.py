@@ -1,0 +1,112 @@
+"""The contract between front ends (CLI, web UI, HTTP API) and the engine: typed requests and job events.
+
+Plain Python and PIL only — no torch — so a front end can import it without the machine-learning stack.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Optional
+
+from PIL import Image
+
+from .samplers import DEFAULT_SAMPLER
+
+
+class Task(str, enum.Enum):
+    TXT2IMG = "txt2img"
+    IMG2IMG = "img2img"
+    INPAINT = "inpaint"
+
+
+class RequestError(ValueError):
+    """A request the studio will not run, with a message meant for the user who sent it."""
+
+
+class QueueFullError(RequestError):
+    """The user already has as many jobs queued as the server allows."""
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One generate click / CLI call / API request. Field names follow A1111's API where one exists."""
+
+    prompt: str
+    negative_prompt: str = ""
+    seed: int = -1
+    steps: int = 20
+    cfg_scale: float = 7.0
+    sampler_name: str = DEFAULT_SAMPLER
+    width: Optional[int] = None  # None: the model's default size (txt2img) or the input image's (img2img, inpaint)
+    height: Optional[int] = None
+    batch_size: int = 1
+    batch_count: int = 1
+    init_image: Optional[Image.Image] = None
+    mask: Optional[Image.Image] = None  # white = repaint
+    denoising_strength: float = 0.75
+    mask_blur: int = 4
+    model: Optional[str] = None  # None: the model the engine has loaded
+
+    @property
+    def task(self) -> Task:
+        if self.mask is not None:
+            return Task.INPAINT
+        if self.init_image is not None:
+            return Task.IMG2IMG
+        return Task.TXT2IMG
+
+
+# ---- events a job emits, in order: Queued* → Started → (Step | Preview)* → Finished | Failed | Cancelled
+
+
+@dataclass(frozen=True)
+class Queued:
+    position: int  # jobs ahead of this one (0 = next)
+
+
+@dataclass(frozen=True)
+class Started:
+    model: str
+    seeds: list[int]
+    notes: list[str] = field(default_factory=list)  # things the engine adjusted, e.g. a resized mask
+
+
+@dataclass(frozen=True)
+class Step:
+    step: int  # 1-based, over all images of the job
+    total: int
+    eta_seconds: float
+
+
+@dataclass(frozen=True)
+class Preview:
+    step: int
+    total: int
+    image: Image.Image  # small; the x0 estimate by default
+
+
+@dataclass(frozen=True)
+class SavedImage:
+    path: str
+    seed: int
+    infotext: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    images: list[SavedImage]
+    skipped: bool = False  # the user asked to finish early (A1111's "skip")
+
+
+@dataclass(frozen=True)
+class Failed:
+    message: str
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    pass
+
+
+TERMINAL_EVENTS = (Finished, Failed, Cancelled)
