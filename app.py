@@ -1,0 +1,41 @@
+"""The studio in the browser. Composition root only: settings → engine → UI → server.
+
+    python app.py                 # opens http://127.0.0.1:7860 in your browser
+    python app.py --model tiny    # no download needed: a random-weight model that draws noise
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from studio.config import add_engine_arguments, settings_from_args
+from studio.server import add_server_arguments
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Stable Diffusion studio")
+    add_engine_arguments(parser)
+    add_server_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = settings_from_args(args)
+
+    from studio.checkpoints import ModelError
+    from studio.engine import Engine
+    from studio.outputs import OutputStore
+    from studio.server import serve
+    from studio.ui import build_ui
+
+    try:
+        engine = Engine(settings, OutputStore(settings.outputs)).start()
+    except (ModelError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    serve(build_ui(engine), engine, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
