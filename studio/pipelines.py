@@ -52,6 +52,8 @@ def _recording_class(base_cls: type) -> type:
     converted model output. The pipelines throw it away, and previews want exactly it ("what the image is becoming").
     """
 
+    # wraps() keeps step's signature visible: pipelines inspect it to decide whether to pass `generator` and `eta`.
+    @functools.wraps(base_cls.step)
     def step(self, model_output, timestep, sample, *args, return_dict: bool = True, **kwargs):
         output = base_cls.step(self, model_output, timestep, sample, *args, return_dict=True, **kwargs)
         x0 = getattr(output, "pred_original_sample", None)
