@@ -1,4 +1,7 @@
-"""Where finished images go: one folder per day under the outputs root, PNGs written atomically with metadata."""
+"""Where finished images go: one folder per day under the outputs root, PNGs written atomically with metadata.
+
+The single local user ("local") writes to <root>/<day>/; every other owner (a login on the shared server) to
+<root>/<owner>/<day>/, so one user's files never mix with another's."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from pathlib import Path
 from PIL import Image, PngImagePlugin
 
 _NUMBERED = re.compile(r"^(\d{5})-")
+LOCAL_OWNER = "local"
 
 
 class OutputStore:
@@ -20,14 +24,22 @@ class OutputStore:
         self._clock = clock
         self._lock = threading.Lock()
 
-    def day_folder(self) -> Path:
-        return self.root / self._clock().isoformat()
+    def owner_root(self, owner: str | None = None) -> Path:
+        """The folder that holds `owner`'s day folders."""
+        if owner is None or owner == LOCAL_OWNER:
+            return self.root
+        if not owner or "/" in owner or "\\" in owner or owner.startswith(".") or "\x00" in owner:
+            raise ValueError(f"not a usable owner name: {owner!r}")
+        return self.root / owner
+
+    def day_folder(self, owner: str | None = None) -> Path:
+        return self.owner_root(owner) / self._clock().isoformat()
 
     def _next_number(self, folder: Path) -> int:
         numbers = [int(m.group(1)) for p in folder.glob("*.png") if (m := _NUMBERED.match(p.name))]
         return max(numbers, default=-1) + 1
 
-    def save_png(self, image: Image.Image, infotext: str, seed: int) -> Path:
+    def save_png(self, image: Image.Image, infotext: str, seed: int, owner: str | None = None) -> Path:
         """Write `NNNNN-seed.png` with a `parameters` text chunk. A crash never leaves a partial PNG:
         the bytes go to a hidden temporary file, are flushed to disk, then renamed into place."""
         info = PngImagePlugin.PngInfo()
@@ -35,7 +47,7 @@ class OutputStore:
         buffer = io.BytesIO()
         image.save(buffer, format="PNG", pnginfo=info)
         with self._lock:
-            folder = self.day_folder()
+            folder = self.day_folder(owner)
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"{self._next_number(folder):05d}-{seed}.png"
             tmp = folder / f".{path.name}.partial"

@@ -1,8 +1,29 @@
-"""Serving the UI: address, port, browser tab. (Logins, the REST API and the shared-server rules come here.)"""
+"""The server: one FastAPI app holding the Gradio UI (mounted at /), the A1111-compatible API (/sdapi/v1) and the
+studio's per-user routes (/studio), behind one login, served by uvicorn.
 
-from __future__ import annotations
+    python app.py                                  # this machine only, one local user, no login
+    python app.py --listen --auth-file users.txt   # the shared LAN server
+"""
+
+
 
 import argparse
+import html
+import logging
+import sys
+import threading
+import webbrowser
+from pathlib import Path
+from typing import Optional
+from urllib.parse import parse_qs, quote
+
+from .auth import LOCAL_USER, SESSION_COOKIE, SESSION_SECONDS, AuthConfigError, Users, user_from_headers
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 100 * 1024 * 1024
+# Reachable without a login: the login form itself (it loads nothing else).
+PUBLIC_PATHS = frozenset({"/login", "/logout"})
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
@@ -10,11 +31,198 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--listen", action="store_true", help="serve on all interfaces (default: this machine only)")
     g.add_argument("--port", type=int, default=7860)
     g.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
+    g.add_argument("--auth", default=None, metavar="USER:PASS[,USER:PASS...]", help="require a login (passwords may be hashed, see README)")
+    g.add_argument("--auth-file", type=Path, default=None, metavar="FILE", help="logins, one user:password per line")
+    g.add_argument("--admin", action="append", default=[], metavar="USER", help="a user who may load any model and change server options (repeatable)")
+    g.add_argument("--tls-keyfile", type=Path, default=None, help="serve HTTPS with this private key")
+    g.add_argument("--tls-certfile", type=Path, default=None, help="... and this certificate")
+
+
+# ---- the login wall (plain ASGI, so Gradio's streaming and websockets pass through untouched)
+
+
+class LoginWall:
+    """Every request needs a user: a session cookie from /login or HTTP Basic credentials (A1111's --api-auth).
+    Strangers get the login page (browsers) or 401 (everything else). Also refuses bodies over MAX_BODY_BYTES."""
+
+    def __init__(self, app, users: Optional[Users], max_body: int = MAX_BODY_BYTES):
+        self.app = app
+        self.users = users
+        self.max_body = max_body
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        user = user_from_headers(self.users, headers)
+        path = scope.get("path", "")
+        if user is None and path not in PUBLIC_PATHS:
+            if scope["type"] == "websocket":
+                return await send({"type": "websocket.close", "code": 1008})
+            return await self._refuse(scope, headers, send)
+        length = headers.get("content-length", "0")
+        if scope["type"] == "http" and (not length.isdigit() or int(length) > self.max_body):
+            return await _send(send, 413, b'{"detail":"The request is too large."}', b"application/json")
+        scope.setdefault("state", {})["user"] = user
+        return await self.app(scope, receive, send)
+
+    async def _refuse(self, scope, headers, send):
+        path = scope.get("path", "")
+        wants_page = scope.get("method") == "GET" and "text/html" in headers.get("accept", "") and not path.startswith("/sdapi")
+        if wants_page:
+            target = path + ("?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else "")
+            location = "/login?next=" + quote(target, safe="")
+            return await _send(send, 303, b"", b"text/plain", [(b"location", location.encode("latin-1"))])
+        extra = [(b"www-authenticate", b'Basic realm="SD Studio"')] if path.startswith(("/sdapi", "/studio")) else []
+        return await _send(send, 401, b'{"detail":"Not authenticated: log in, or send HTTP Basic credentials."}', b"application/json", extra)
+
+
+async def _send(send, status: int, body: bytes, content_type: bytes, extra=()):
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())] + list(extra),
+    })
+    await send({"type": "http.response.body", "body": body})
+
+
+_LOGIN_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>SD Studio — log in</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{{font-family:system-ui,sans-serif;display:flex;justify-content:center;margin-top:12vh;background:#f6f6f7}}
+form{{background:#fff;padding:2em;border-radius:8px;box-shadow:0 1px 4px #0002;display:grid;gap:.8em;min-width:18em}}
+.err{{color:#b00020}}</style></head><body><form method="post" action="/login">
+<h2>SD Studio</h2>{error}<label>User <input name="username" autocomplete="username" autofocus required></label>
+<label>Password <input name="password" type="password" autocomplete="current-password" required></label>
+<input type="hidden" name="next" value="{next}"><button type="submit">Log in</button></form></body></html>"""
+
+
+def _safe_next(target: str) -> str:
+    """Only a path on this server (no scheme, no //host): the login never redirects elsewhere."""
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
+
+
+def create_app(blocks, engine, users: Optional[Users] = None, *, secure_cookies: bool = False, blocked_paths: tuple = ()):
+    """The whole server as an ASGI app (what serve() runs and the tests drive)."""
+    import gradio as gr
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    from .api import ServerState, build_router
+
+    state = ServerState(engine, users)
+    state.history.clean_partials()
+    app = FastAPI(title="SD Studio", version="1", docs_url="/docs", redoc_url=None)
+    app.state.studio = state
+
+    @app.get("/login", include_in_schema=False)
+    def login_page(request: Request, next: str = "/"):
+        if users is None:
+            return RedirectResponse("/", status_code=303)
+        return HTMLResponse(_LOGIN_PAGE.format(error="", next=html.escape(_safe_next(next))))
+
+    @app.post("/login", include_in_schema=False)
+    async def login(request: Request):
+        if users is None:
+            return RedirectResponse("/", status_code=303)
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        name = (form.get("username") or [""])[0].strip()
+        password = (form.get("password") or [""])[0]
+        target = _safe_next((form.get("next") or ["/"])[0])
+        if not users.check(name, password):
+            page = _LOGIN_PAGE.format(error='<p class="err">Wrong user name or password.</p>', next=html.escape(target))
+            return HTMLResponse(page, status_code=401)
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(SESSION_COOKIE, users.make_session(name), max_age=SESSION_SECONDS, httponly=True,
+                            samesite="lax", secure=secure_cookies)
+        return response
+
+    @app.get("/logout", include_in_schema=False)
+    def logout():
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE)
+        return response
+
+    @app.get("/studio/api/whoami")
+    def whoami(request: Request):
+        user = request.state.user
+        return {"user": user, "admin": state.is_admin(user, request.client.host if request.client else None),
+                "logins": users is not None}
+
+    app.include_router(build_router(state))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        problems = []
+        for error in exc.errors()[:20]:
+            where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+            problems.append(f"{where}: {error.get('msg', 'invalid')}")
+        return JSONResponse({"error": "InvalidRequest", "detail": "; ".join(problems) or "Invalid request."}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        detail = exc.detail if isinstance(exc.detail, str) else "Request refused."
+        return JSONResponse({"error": _ERROR_NAMES.get(exc.status_code, "Error"), "detail": detail}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception):
+        log.exception("Unhandled error on %s", request.url.path)
+        return JSONResponse({"error": "InternalError", "detail": "The server failed on this request; see its log."}, status_code=500)
+
+    blocks.queue(default_concurrency_limit=None)
+    gr.mount_gradio_app(
+        app,
+        blocks,
+        path="/",
+        auth_dependency=lambda request: user_from_headers(users, {k.lower(): v for k, v in request.headers.items()}),
+        blocked_paths=[str(Path(p).resolve()) for p in blocked_paths] or None,
+        show_error=True,
+    )
+    return LoginWall(app, users)
+
+
+_ERROR_NAMES = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed",
+                413: "TooLarge", 422: "InvalidRequest", 429: "QueueFull", 500: "GenerationFailed"}
 
 
 def serve(blocks, engine, args: argparse.Namespace) -> None:
-    blocks.queue(default_concurrency_limit=None).launch(
-        server_name="0.0.0.0" if args.listen else "127.0.0.1",
-        server_port=args.port,
-        inbrowser=not args.no_browser,
+    import uvicorn
+
+    try:
+        users = Users.from_options(args.auth, args.auth_file, tuple(a for item in args.admin for a in item.split(",") if a))
+    except AuthConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2)
+    if bool(args.tls_keyfile) != bool(args.tls_certfile):
+        print("error: --tls-keyfile and --tls-certfile go together.", file=sys.stderr)
+        raise SystemExit(2)
+    host = "0.0.0.0" if args.listen else "127.0.0.1"
+    if args.listen and users is None:
+        banner = "!" * 78
+        print(
+            f"\n{banner}\n!! WARNING: --listen without --auth/--auth-file: ANYONE on your network can use this studio,\n"
+            f"!! see and cancel every job, and read every image. Add --auth-file users.txt for a shared server.\n{banner}\n",
+            file=sys.stderr,
+            flush=True,
+        )
+    tls = bool(args.tls_certfile)
+    blocked = [args.auth_file] if args.auth_file else []
+    app = create_app(blocks, engine, users, secure_cookies=tls, blocked_paths=tuple(blocked))
+    scheme = "https" if tls else "http"
+    url = f"{scheme}://{'127.0.0.1' if host == '0.0.0.0' else host}:{args.port}/"
+    print(f"SD Studio on {url}" + (" (and on this machine's LAN addresses)" if args.listen else ""), flush=True)
+    if not args.no_browser:
+        threading.Timer(1.5, lambda: webbrowser.open(url)).start()
+    uvicorn.run(
+        app,
+        host=host,
+        port=args.port,
+        ssl_keyfile=str(args.tls_keyfile) if tls else None,
+        ssl_certfile=str(args.tls_certfile) if tls else None,
+        log_level="warning",
+        timeout_graceful_shutdown=5,
     )

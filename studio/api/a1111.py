@@ -1,0 +1,543 @@
+"""The AUTOMATIC1111-compatible REST API under /sdapi/v1, plus the studio's own per-user routes under /studio.
+
+Every route acts for the caller only (request.state.user, set by the auth middleware): their jobs, their progress,
+their files, their model choice. No torch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import io
+import json
+import math
+import os
+import re
+import time
+from typing import Any, Optional
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+from PIL import Image, ImageOps
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..history import safe_output_file
+from ..jobs import Job
+from ..metadata import parse_infotext, read_infotext
+from ..requests import Cancelled, Failed, Finished, GenerationRequest, QueueFullError, RequestError
+from ..samplers import DEFAULT_SAMPLER, sampler_names
+from ..validation import decode_image
+from .state import ModelChoiceError, ServerState
+
+SCHEDULERS = (("automatic", "Automatic"), ("karras", "Karras"))
+
+
+class Txt2ImgBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    styles: Optional[list[str]] = None
+    seed: int = -1
+    subseed: int = -1
+    subseed_strength: float = 0.0
+    seed_resize_from_h: int = -1
+    seed_resize_from_w: int = -1
+    sampler_name: Optional[str] = None
+    sampler_index: Optional[str] = None  # older clients
+    scheduler: Optional[str] = None
+    batch_size: int = 1
+    n_iter: int = 1
+    steps: int = 50
+    cfg_scale: float = 7.0
+    width: int = 512
+    height: int = 512
+    restore_faces: Optional[bool] = None
+    tiling: Optional[bool] = None
+    denoising_strength: Optional[float] = None
+    enable_hr: bool = False
+    hr_scale: float = 2.0
+    hr_upscaler: Optional[str] = None
+    hr_second_pass_steps: int = 0
+    override_settings: Optional[dict[str, Any]] = None
+    override_settings_restore_afterwards: bool = True
+    send_images: bool = True
+    save_images: bool = False
+
+
+class Img2ImgBody(Txt2ImgBody):
+    init_images: Optional[list[str]] = None
+    mask: Optional[str] = None
+    mask_blur: Optional[int] = None
+    mask_blur_x: int = 4
+    mask_blur_y: int = 4
+    inpainting_fill: int = 0
+    inpaint_full_res: bool = True
+    inpaint_full_res_padding: int = 0
+    inpainting_mask_invert: int = 0
+    resize_mode: int = 0
+    denoising_strength: Optional[float] = 0.75
+    image_cfg_scale: Optional[float] = None
+    include_init_images: bool = False
+
+
+class PngInfoBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    image: str = ""
+
+
+class OptionsBody(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+# ---- helpers
+
+
+def bad_request(message: str, status: int = 422) -> HTTPException:
+    return HTTPException(status_code=status, detail=message)
+
+
+def json_safe(value):
+    """Non-finite floats become None, so a response never fails to serialise (JSON has no NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+_DATA_URI = re.compile(r"^data:[\w/+.\-]*(;[\w=\-]+)*;base64,", re.IGNORECASE)
+
+
+def decode_base64_image(data: Any, name: str, settings) -> Image.Image:
+    if not isinstance(data, str) or not data.strip():
+        raise RequestError(f"{name} must be a base64-encoded image (a data: URI prefix is allowed).")
+    text = _DATA_URI.sub("", data.strip(), count=1)
+    try:
+        raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise RequestError(f"{name} is not valid base64.") from None
+    if not raw:
+        raise RequestError(f"{name} is empty.")
+    return decode_image(raw, name, settings)
+
+
+def encode_png_file(path: str) -> str:
+    with open(path, "rb") as f:
+        return base64.b64encode(f.read()).decode("ascii")
+
+
+def encode_image(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _sampler(body: Txt2ImgBody) -> str:
+    name = (body.sampler_name or body.sampler_index or DEFAULT_SAMPLER).strip()
+    scheduler = (body.scheduler or "automatic").strip().lower()
+    known = {key for key, _ in SCHEDULERS}
+    if scheduler not in known:
+        raise RequestError(f"Unknown scheduler {body.scheduler!r}. Supported: {', '.join(label for _, label in SCHEDULERS)}.")
+    if scheduler == "karras" and not name.endswith(" Karras"):
+        name += " Karras"
+    return name
+
+
+def _refuse_unsupported(body: Txt2ImgBody) -> None:
+    if body.enable_hr:
+        raise RequestError("Hires. fix (enable_hr) is not supported by this server; generate at the final size instead.")
+    if body.subseed_strength is not None and body.subseed_strength != 0:
+        raise RequestError("Variation seeds (subseed_strength above 0) are not supported by this server.")
+    if body.restore_faces:
+        raise RequestError("restore_faces is not supported by this server.")
+    if body.tiling:
+        raise RequestError("tiling is not supported by this server.")
+    if body.styles:
+        raise RequestError("Styles are not supported by this server; put the style's text in the prompt.")
+    if body.seed_resize_from_w not in (-1, 0) or body.seed_resize_from_h not in (-1, 0):
+        raise RequestError("seed_resize_from_w/h are not supported by this server.")
+
+
+class Api:
+    def __init__(self, state: ServerState):
+        self.state = state
+        self.engine = state.engine
+
+    # ---- building a request
+
+    def _model(self, request: Request, user: str, body: Txt2ImgBody) -> str:
+        wanted = (body.override_settings or {}).get("sd_model_checkpoint")
+        if wanted is None:
+            return self.state.model_for(user)
+        if not isinstance(wanted, str):
+            raise RequestError("override_settings.sd_model_checkpoint must be a model name.")
+        admin = self.state.is_admin(user, request.client.host if request.client else None)
+        try:
+            return self.state.resolve_model_choice(wanted, admin)
+        except ModelChoiceError as exc:
+            raise RequestError(str(exc)) from None
+
+    def build_request(self, request: Request, user: str, body: Txt2ImgBody, img2img: bool) -> GenerationRequest:
+        _refuse_unsupported(body)
+        settings = self.engine.settings
+        arguments = dict(
+            prompt=body.prompt,
+            negative_prompt=body.negative_prompt,
+            seed=body.seed,
+            steps=body.steps,
+            cfg_scale=body.cfg_scale,
+            sampler_name=_sampler(body),
+            width=body.width,
+            height=body.height,
+            batch_size=body.batch_size,
+            batch_count=body.n_iter,
+            model=self._model(request, user, body),
+        )
+        if img2img:
+            assert isinstance(body, Img2ImgBody)
+            if not body.init_images:
+                raise RequestError("init_images must hold one base64-encoded image.")
+            if body.resize_mode != 0:
+                raise RequestError("Only resize_mode 0 (just resize) is supported by this server.")
+            arguments["init_image"] = decode_base64_image(body.init_images[0], "init_images[0]", settings)
+            arguments["denoising_strength"] = 0.75 if body.denoising_strength is None else body.denoising_strength
+            if body.mask is not None:
+                mask = decode_base64_image(body.mask, "mask", settings).convert("L")
+                if body.inpainting_mask_invert:
+                    mask = ImageOps.invert(mask)
+                arguments["mask"] = mask
+                arguments["mask_blur"] = body.mask_blur if body.mask_blur is not None else max(body.mask_blur_x, body.mask_blur_y)
+        return GenerationRequest(**arguments)
+
+    # ---- running it
+
+    async def generate(self, request: Request, body: Txt2ImgBody, img2img: bool) -> dict:
+        user = request.state.user
+        try:
+            gen = await run_in_threadpool(self.build_request, request, user, body, img2img)
+            job = await run_in_threadpool(self.engine.submit, gen, user)
+        except QueueFullError as exc:
+            raise bad_request(str(exc), 429) from None
+        except RequestError as exc:
+            raise bad_request(str(exc)) from None
+        self.state.track(job)
+        try:
+            while not job.done:
+                await asyncio.sleep(0.02)
+        except asyncio.CancelledError:  # the client went away: do not leave the job running for nobody
+            self.engine.cancel(job)
+            raise
+        result = job.result
+        if isinstance(result, Failed):
+            raise bad_request(result.message, 500)
+        echo = body.model_dump()
+        echo.pop("init_images", None)
+        echo.pop("mask", None)
+        if img2img:
+            echo["init_images"] = None
+            echo["mask"] = None
+        images = result.images if isinstance(result, Finished) else []
+        payload = await run_in_threadpool(lambda: [encode_png_file(i.path) for i in images] if body.send_images else [])
+        info = self._info(job, gen, images, interrupted=isinstance(result, Cancelled), skipped=getattr(result, "skipped", False))
+        return json_safe({"images": payload, "parameters": echo, "info": json.dumps(json_safe(info), ensure_ascii=False)})
+
+    def _info(self, job: Job, gen: GenerationRequest, images, interrupted: bool, skipped: bool) -> dict:
+        seeds = [i.seed for i in images] or (job.started.seeds if job.started else [gen.seed])
+        infotexts = [i.infotext for i in images]
+        first = parse_infotext(infotexts[0]) if infotexts else {}
+        return {
+            "prompt": gen.prompt,
+            "all_prompts": [gen.prompt] * len(seeds),
+            "negative_prompt": gen.negative_prompt,
+            "all_negative_prompts": [gen.negative_prompt] * len(seeds),
+            "seed": seeds[0] if seeds else gen.seed,
+            "all_seeds": seeds,
+            "subseed": -1,
+            "all_subseeds": [-1] * len(seeds),
+            "subseed_strength": 0,
+            "width": int(first.get("Size-1", gen.width or 0)),
+            "height": int(first.get("Size-2", gen.height or 0)),
+            "sampler_name": first.get("Sampler", gen.sampler_name),
+            "scheduler": first.get("Schedule type", "Automatic"),
+            "cfg_scale": gen.cfg_scale,
+            "steps": gen.steps,
+            "batch_size": gen.batch_size,
+            "restore_faces": False,
+            "sd_model_name": first.get("Model", job.started.model if job.started else gen.model),
+            "sd_model_hash": first.get("Model hash"),
+            "denoising_strength": gen.denoising_strength if gen.init_image is not None else None,
+            "styles": [],
+            "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(job.created)),
+            "clip_skip": 1,
+            "is_using_inpainting_conditioning": gen.mask is not None,
+            "infotexts": infotexts,
+            "index_of_first_image": 0,
+            "notes": list(job.started.notes) if job.started else [],
+            "interrupted": interrupted,
+            "skipped": skipped,
+            "job_id": job.id,
+            "version": first.get("Version"),
+        }
+
+    # ---- progress
+
+    def progress(self, user: str, with_image: bool = True) -> dict:
+        job = self.state.current_job(user)
+        active = self.state.active_jobs(user)
+        state = {
+            "skipped": False,
+            "interrupted": False,
+            "stopping_generation": False,
+            "job": "",
+            "job_count": len(active),
+            "job_timestamp": "0",
+            "job_no": 0,
+            "sampling_step": 0,
+            "sampling_steps": 0,
+        }
+        reply = {"progress": 0.0, "eta_relative": 0.0, "state": state, "current_image": None, "textinfo": None,
+                 "current_task": None, "queue_position": None}
+        if job is None:
+            return reply
+        request = job.request
+        state.update(
+            skipped=job.skip_requested.is_set(),
+            interrupted=job.cancel_requested.is_set(),
+            job=job.id,
+            job_timestamp=time.strftime("%Y%m%d%H%M%S", time.localtime(job.created)),
+            sampling_steps=int(request.steps),
+        )
+        reply["current_task"] = job.id
+        if job.done:
+            reply["progress"] = 1.0 if job.status == "finished" else 0.0
+            reply["textinfo"] = {"finished": "Done.", "cancelled": "Interrupted.", "failed": "Failed: " + getattr(job.result, "message", "")}.get(job.status)
+            return reply
+        if job.status == "queued":
+            position = self.state.position(job) or 0
+            reply["queue_position"] = position
+            reply["eta_relative"] = round(self.state.eta_seconds(job), 2)
+            reply["textinfo"] = f"In queue: {position} job(s) ahead, about {reply['eta_relative']:.0f} s to go."
+            return reply
+        step = job.last_step
+        if step is not None and step.total:
+            per_batch = max(1, step.total // max(1, int(request.batch_count)))
+            state.update(job_no=(step.step - 1) // per_batch, sampling_step=(step.step - 1) % per_batch + 1, sampling_steps=per_batch)
+            reply["progress"] = round(step.step / step.total, 4)
+            reply["eta_relative"] = round(step.eta_seconds, 2)
+        reply["textinfo"] = f"Step {step.step if step else 0} of {step.total if step else request.steps}."
+        preview = job.last_preview
+        if with_image and preview is not None:
+            reply["current_image"] = encode_image(preview.image)
+        return reply
+
+    def running_job(self, user: str) -> Optional[Job]:
+        active = self.state.active_jobs(user)
+        return active[0] if active and active[0].status == "running" else None
+
+
+def build_router(state: ServerState) -> APIRouter:
+    api = Api(state)
+    engine = state.engine
+    router = APIRouter()
+
+    @router.post("/sdapi/v1/txt2img")
+    async def txt2img(body: Txt2ImgBody, request: Request):
+        return await api.generate(request, body, img2img=False)
+
+    @router.post("/sdapi/v1/img2img")
+    async def img2img(body: Img2ImgBody, request: Request):
+        return await api.generate(request, body, img2img=True)
+
+    @router.post("/sdapi/v1/png-info")
+    def png_info(body: PngInfoBody):
+        try:
+            image = decode_base64_image(body.image, "image", engine.settings)
+        except RequestError as exc:
+            raise bad_request(str(exc)) from None
+        text = read_infotext(image) or ""
+        items = {k: v for k, v in image.info.items() if isinstance(v, str) and k != "parameters"}
+        return {"info": text, "items": items, "parameters": parse_infotext(text) if text else {}}
+
+    @router.get("/sdapi/v1/progress")
+    def progress(request: Request, skip_current_image: bool = False):
+        return api.progress(request.state.user, with_image=not skip_current_image)
+
+    @router.post("/sdapi/v1/interrupt")
+    def interrupt(request: Request):
+        job = api.running_job(request.state.user)
+        if job is not None:
+            engine.cancel(job)
+        return {"interrupted": job.id if job else None}
+
+    @router.post("/sdapi/v1/skip")
+    def skip(request: Request):
+        job = api.running_job(request.state.user)
+        if job is not None:
+            job.skip()
+        return {"skipped": job.id if job else None}
+
+    @router.get("/sdapi/v1/samplers")
+    def samplers():
+        return [{"name": name, "aliases": [], "options": {"scheduler": "karras"} if name.endswith(" Karras") else {}} for name in sampler_names()]
+
+    @router.get("/sdapi/v1/schedulers")
+    def schedulers():
+        return [{"name": key, "label": label, "aliases": None, "default_rho": -1, "need_inner_model": False} for key, label in SCHEDULERS]
+
+    @router.get("/sdapi/v1/sd-models")
+    def sd_models():
+        loaded = dict(getattr(engine.models, "_loaded", {}))  # read only: hashes of the loaded models
+        hashes = {name: getattr(model, "model_hash", None) for name, model in loaded.items()}
+        return [
+            {
+                "title": name,
+                "model_name": name.rsplit("/", 1)[-1].rsplit(".", 1)[0],
+                "hash": hashes.get(name),
+                "sha256": None,
+                "filename": name,
+                "config": None,
+            }
+            for name in engine.available_models()
+        ]
+
+    @router.post("/sdapi/v1/refresh-checkpoints")
+    def refresh_checkpoints():
+        return {"models": engine.available_models()}
+
+    @router.get("/sdapi/v1/options")
+    def get_options(request: Request):
+        options = dict(state.server_options)
+        options.update(
+            sd_model_checkpoint=state.model_for(request.state.user),
+            samples_format="png",
+            CLIP_stop_at_last_layers=1,
+            sd_vae="Automatic",
+            live_previews_enable=engine.settings.preview != "off",
+            show_progress_every_n_steps=engine.settings.preview_interval(),
+        )
+        return options
+
+    @router.post("/sdapi/v1/options")
+    def set_options(body: OptionsBody, request: Request):
+        user = request.state.user
+        admin = state.is_admin(user, request.client.host if request.client else None)
+        values = dict(body.model_extra or {})
+        model = values.pop("sd_model_checkpoint", None)
+        if values and not admin:
+            raise bad_request(
+                f"Only an admin can change server options ({', '.join(sorted(values))}); "
+                "you may set sd_model_checkpoint (your own model).",
+                403,
+            )
+        if model is not None:
+            if not isinstance(model, str):
+                raise bad_request("sd_model_checkpoint must be a model name.")
+            try:
+                state.set_model(user, state.resolve_model_choice(model, admin))
+            except ModelChoiceError as exc:
+                raise bad_request(str(exc)) from None
+        state.server_options.update(json_safe(values))
+        return {}
+
+    @router.get("/sdapi/v1/memory")
+    def memory():
+        import psutil
+
+        vm = psutil.virtual_memory()
+        rss = psutil.Process(os.getpid()).memory_info().rss
+        info = engine.info()
+        return {
+            "ram": {"free": vm.available, "used": vm.total - vm.available, "total": vm.total, "process_rss": rss},
+            "cuda": {"error": f"the engine runs on {info.device}"} if not info.device.startswith("cuda") else {"device": info.device},
+        }
+
+    # ---- the studio's own per-user routes
+
+    @router.get("/studio/api/history")
+    def history(request: Request, limit: int = 100, offset: int = 0):
+        entries = state.history.entries(request.state.user)
+        limit = max(0, min(limit, 1000))
+        return {
+            "total": len(entries),
+            "items": [
+                {"file": e.relative, "url": f"/studio/files/{e.relative}", "seed": e.seed, "created": e.created,
+                 "infotext": e.infotext, "parameters": e.parameters}
+                for e in entries[max(0, offset) : max(0, offset) + limit]
+            ],
+        }
+
+    @router.get("/studio/files/{relative:path}")
+    def output_file(relative: str, request: Request):
+        path = safe_output_file(engine.outputs, request.state.user, relative)
+        if path is None:
+            raise HTTPException(404, "No such image among your outputs.")
+        return FileResponse(path, media_type="image/png")
+
+    @router.get("/studio/api/queue")
+    def queue(request: Request):
+        user = request.state.user
+        return {
+            "jobs": [
+                {"id": job.id, "status": job.status, "position": state.position(job), "eta": round(state.eta_seconds(job), 2)}
+                for job in state.active_jobs(user)
+            ],
+            "max_queue_per_user": engine.settings.max_queue_per_user,
+        }
+
+    @router.get("/studio/api/jobs/{job_id}")
+    def job_status(job_id: str, request: Request):
+        job = _own_job(job_id, request)
+        result = job.result
+        return {
+            "id": job.id,
+            "status": job.status,
+            "position": state.position(job),
+            "eta": round(state.eta_seconds(job), 2),
+            "step": job.last_step.step if job.last_step else 0,
+            "total": job.last_step.total if job.last_step else 0,
+            "message": getattr(result, "message", None),
+            "files": [os.path.relpath(i.path, engine.outputs.owner_root(job.owner)) for i in getattr(result, "images", [])],
+        }
+
+    @router.get("/studio/api/jobs/{job_id}/preview")
+    def job_preview(job_id: str, request: Request):
+        job = _own_job(job_id, request)
+        preview = job.last_preview
+        return {"image": encode_image(preview.image) if preview else None, "step": preview.step if preview else 0}
+
+    @router.post("/studio/api/jobs/{job_id}/cancel")
+    def job_cancel(job_id: str, request: Request):
+        engine.cancel(_own_job(job_id, request))
+        return {"cancelled": job_id}
+
+    @router.post("/studio/api/jobs/{job_id}/skip")
+    def job_skip(job_id: str, request: Request):
+        _own_job(job_id, request).skip()
+        return {"skipped": job_id}
+
+    @router.post("/studio/api/jobs")
+    async def submit_job(body: Txt2ImgBody, request: Request):
+        """Queue a txt2img job and return at once (poll /studio/api/jobs/{id})."""
+        user = request.state.user
+        try:
+            gen = await run_in_threadpool(api.build_request, request, user, body, False)
+            job = await run_in_threadpool(engine.submit, gen, user)
+        except QueueFullError as exc:
+            raise bad_request(str(exc), 429) from None
+        except RequestError as exc:
+            raise bad_request(str(exc)) from None
+        state.track(job)
+        return {"id": job.id, "position": state.position(job)}
+
+    def _own_job(job_id: str, request: Request) -> Job:
+        job = state.job(request.state.user, job_id)
+        if job is None:
+            raise HTTPException(404, "No such job among yours.")
+        return job
+
+    return router

@@ -1,0 +1,141 @@
+"""What the HTTP side keeps per server: the users, each user's settings (their model) and recent jobs.
+
+No torch: the engine is reached only through its public methods and Job objects."""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+from collections import defaultdict, deque
+from typing import Optional
+
+from ..auth import LOCAL_USER, Users
+from ..history import History
+from ..jobs import Job
+
+RECENT_JOBS = 20
+
+
+class ModelChoiceError(ValueError):
+    pass
+
+
+class OperatorOnly(PermissionError):
+    pass
+
+
+def is_loopback(host: Optional[str]) -> bool:
+    try:
+        return ipaddress.ip_address((host or "").split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+class ServerState:
+    def __init__(self, engine, users: Optional[Users]):
+        self.engine = engine
+        self.users = users
+        self.history = History(engine.outputs)
+        self._lock = threading.Lock()
+        self._models: dict[str, str] = {}  # user -> chosen model (absent: the engine's current model)
+        self._recent: dict[str, deque] = defaultdict(lambda: deque(maxlen=RECENT_JOBS))
+        self.server_options: dict = {}  # set by admins through POST /sdapi/v1/options
+
+    # ---- who may do what
+
+    def is_admin(self, user: str, client_host: Optional[str]) -> bool:
+        """With logins: the users named by --admin. Without: the operator at this machine (a loopback client) —
+        never a remote client of an unauthenticated --listen server."""
+        if self.users is None:
+            return user == LOCAL_USER and is_loopback(client_host)
+        return self.users.is_admin(user)
+
+    # ---- per-user model
+
+    def model_for(self, user: str) -> str:
+        with self._lock:
+            chosen = self._models.get(user)
+        return chosen or self.engine.info().model
+
+    def resolve_model_choice(self, name: str, admin: bool) -> str:
+        """A model name a user may run: one of engine.available_models() (title or stem, an A1111 ` [hash]` suffix
+        allowed); an admin may also name a path or hub id."""
+        wanted = (name or "").strip()
+        if wanted.endswith("]") and " [" in wanted:
+            wanted = wanted[: wanted.rindex(" [")]
+        available = self.engine.available_models()
+        for model in available:
+            stem = model.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+            if wanted in (model, stem, model.rsplit("/", 1)[-1]):
+                return model
+        if admin and wanted:
+            return wanted
+        raise ModelChoiceError(
+            f"Model {name!r} is not available on this server. Available: {', '.join(available) or 'none'}."
+            + ("" if admin else " (Only an admin can load other models.)")
+        )
+
+    def set_model(self, user: str, model: str) -> None:
+        with self._lock:
+            self._models[user] = model
+
+    # ---- jobs
+
+    def track(self, job: Job) -> None:
+        with self._lock:
+            self._recent[job.owner].append(job)
+
+    def active_jobs(self, user: str) -> list[Job]:
+        """The user's running job (if any) then their queued jobs, UI and API alike."""
+        jobs = []
+        running = self.engine.running
+        if running is not None and running.owner == user and not running.done:
+            jobs.append(running)
+        jobs.extend(job for job in self.engine.queue.snapshot() if job.owner == user)
+        return jobs
+
+    def job(self, user: str, job_id: str) -> Optional[Job]:
+        """The user's job with this id, or None (also when it is someone else's)."""
+        with self._lock:
+            recent = list(self._recent.get(user, ()))
+        for job in recent + self.active_jobs(user):
+            if job.id == job_id and job.owner == user:
+                return job
+        return None
+
+    def current_job(self, user: str) -> Optional[Job]:
+        active = self.active_jobs(user)
+        if active:
+            return active[0]
+        with self._lock:
+            recent = self._recent.get(user)
+            return recent[-1] if recent else None
+
+    def position(self, job: Job) -> Optional[int]:
+        return self.engine.queue.position(job)
+
+    def eta_seconds(self, job: Job) -> float:
+        """Seconds until `job` finishes: the running job's remaining steps plus the queued jobs ahead, at the
+        engine's recent seconds per step."""
+        per_step = float(getattr(self.engine, "_step_seconds", 0.0) or 0.0)
+        if job.done:
+            return 0.0
+        if job.status == "running":
+            return job.last_step.eta_seconds if job.last_step else per_step * _steps(job)
+        position = self.position(job) or 0
+        running = self.engine.running
+        left = 0.0
+        if running is not None and not running.done:
+            step = running.last_step
+            left = step.eta_seconds if step else per_step * _steps(running)
+        queued = self.engine.queue.snapshot()
+        mean = sum(_steps(j) for j in queued) / len(queued) if queued else _steps(job)
+        return left + per_step * (position * mean + _steps(job))
+
+
+def _steps(job: Job) -> int:
+    r = job.request
+    try:
+        return int(r.steps) * int(r.batch_count)
+    except (TypeError, ValueError):
+        return 0
