@@ -255,7 +255,7 @@ class Engine:
                 if prepared.task is Task.INPAINT:
                     image = paste_unmasked(pipe, prepared.mask, prepared.init_image, image)
                 infotext = self._infotext(request, prepared, model, sampler, seed)
-                saved.append(SavedImage(str(self.outputs.save_png(image, infotext, seed)), seed, infotext))
+                saved.append(SavedImage(str(self.outputs.save_png(image, infotext, seed, owner=job.owner)), seed, infotext))
             if job.skip_requested.is_set():
                 skipped = True
                 break
