@@ -1,9 +1,140 @@
-"""The Gradio front end. Imports no torch: it talks to the engine through typed requests and job events."""
+"""The Gradio front end. Imports no torch: it talks to the engine through typed requests and job events.
+
+    build_ui(engine) -> gr.Blocks        the whole studio (one module per tab, a shared streaming helper)
+    launch_options(engine) -> dict       what launch() needs for it: the outputs folder served, the style sheet
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import gradio as gr
+
+from . import img2img, inpaint, png_info, step_previews, txt2img
+from .panel import Panel
+from .streaming import Session
+
+CSS = """
+.studio-banner { background: #fff4d6; border: 1px solid #e0b252; border-radius: 8px; padding: 8px 14px; color: #5c4100; }
+.studio-banner p { margin: 0; }
+.token-counter { font-size: 0.85em; color: var(--body-text-color-subdued); }
+.token-over { color: #b45309; font-weight: 600; }
+.studio-progress { font-variant-numeric: tabular-nums; padding: 4px 2px; min-height: 1.6em; }
+.studio-progress-done { color: #15803d; font-weight: 600; }
+.studio-progress-cancelled { color: #b91c1c; }
+.studio-footer { font-size: 0.85em; color: var(--body-text-color-subdued); }
+"""
+
+# On page load: the style sheet (so it applies however the server mounts the UI), and Ctrl+Enter (Cmd+Enter)
+# in a prompt box clicks that tab's Generate button.
+SHORTCUTS_JS = """
+() => {
+  if (window.__studioShortcuts) return;
+  window.__studioShortcuts = true;
+  const style = document.createElement('style');
+  style.textContent = __CSS__;
+  document.head.appendChild(style);
+  document.addEventListener('keydown', (e) => {
+    if (!(e.ctrlKey || e.metaKey) || e.key !== 'Enter') return;
+    const box = e.target && e.target.closest ? e.target.closest('.studio-prompt') : null;
+    if (!box || !box.id) return;
+    const button = document.getElementById(box.id.split('-')[0] + '-generate');
+    if (button) { e.preventDefault(); button.click(); }
+  });
+}
+"""
 
 
-def build_ui(engine):
-    import gradio as gr
+SHORTCUTS_JS = SHORTCUTS_JS.replace("__CSS__", json.dumps(CSS))
 
+
+def footer_markdown(engine) -> str:
+    info = engine.info()
+    return (
+        f"**Model** {html.escape(info.model)} · **Device** {html.escape(info.device)} · **dtype** {html.escape(info.dtype)} · "
+        f"**Attention** {html.escape(info.attention)} ({html.escape(info.attention_reason)}) · **Preview** {html.escape(info.preview)}"
+    )
+
+
+def banner_update(engine):
+    notice = engine.info().notice
+    return gr.Markdown(f"⚠️ {notice}" if notice else "", visible=bool(notice))
+
+
+def launch_options(engine) -> dict:
+    """Keyword arguments for Blocks.launch(): the outputs folder may be served (results are the saved PNGs)."""
+    outputs = Path(engine.settings.outputs).resolve()
+    outputs.mkdir(parents=True, exist_ok=True)
+    return dict(allowed_paths=[str(outputs)], css=CSS)
+
+
+def build_ui(engine) -> gr.Blocks:
     with gr.Blocks(title="SD Studio") as blocks:
-        gr.Markdown("SD Studio — the web UI is being built.")
+        session = gr.State(Session())
+        banner = gr.Markdown(**_banner_kwargs(engine), elem_classes=["studio-banner"], elem_id="studio-banner")
+        with gr.Tabs(elem_id="studio-tabs") as tabs:
+            with gr.Tab("Text to image", id="txt2img", elem_id="tab-txt2img"):
+                t2i = txt2img.build(engine, session)
+            with gr.Tab("Image to image", id="img2img", elem_id="tab-img2img"):
+                i2i = img2img.build(engine, session)
+            with gr.Tab("Inpainting", id="inpaint", elem_id="tab-inpaint"):
+                inp = inpaint.build(engine, session)
+            with gr.Tab("Step previews", id="steps", elem_id="tab-steps") as steps_tab:
+                steps = step_previews.build(engine, session)
+            with gr.Tab("PNG info", id="pnginfo", elem_id="tab-pnginfo"):
+                info = png_info.build(engine)
+        footer = gr.Markdown(footer_markdown(engine), elem_classes=["studio-footer"], elem_id="studio-footer")
+
+        private = dict(api_visibility="private", queue=False, show_progress="hidden")
+        for panel in (t2i, i2i, inp):
+            _wire_sends(panel, tabs, i2i, inp, session, private)
+        _wire_png_info(info, t2i, tabs, private)
+        steps_tab.select(steps["show_last"], [session, steps["view"]], [steps["slider"]] + steps["pictures"], **private)
+        blocks.load(lambda: (footer_markdown(engine), banner_update(engine)), None, [footer, banner], **private)
+        blocks.load(None, None, None, js=SHORTCUTS_JS, **private)
     return blocks
+
+
+def _banner_kwargs(engine) -> dict:
+    notice = engine.info().notice
+    return dict(value=f"⚠️ {notice}" if notice else "", visible=bool(notice))
+
+
+def _wire_sends(panel: Panel, tabs, i2i: Panel, inp: Panel, session, private) -> None:
+    def chosen(s: Session):
+        image = s.selected_image(panel.tab) if s else None
+        if image is None:
+            raise gr.Error("No result to send yet: generate first.", print_exception=False)
+        return image
+
+    def to_img2img(s: Session, prompt, negative):
+        image = chosen(s)
+        return gr.Tabs(selected="img2img"), image.path, prompt, negative
+
+    def to_inpaint(s: Session, prompt, negative):
+        image = chosen(s)
+        editor = {"background": image.path, "layers": [], "composite": image.path}
+        return gr.Tabs(selected="inpaint"), editor, prompt, negative
+
+    panel.to_img2img.click(to_img2img, [session, panel.prompt, panel.negative_prompt],
+                           [tabs, i2i.extra["init_image"], i2i.prompt, i2i.negative_prompt], **private)
+    panel.to_inpaint.click(to_inpaint, [session, panel.prompt, panel.negative_prompt],
+                           [tabs, inp.extra["editor"], inp.prompt, inp.negative_prompt], **private)
+
+
+def _wire_png_info(info: dict, t2i: Panel, tabs, private) -> None:
+    targets = {"prompt": t2i.prompt, "negative_prompt": t2i.negative_prompt, "sampler_name": t2i.sampler_name,
+               "steps": t2i.steps, "cfg_scale": t2i.cfg_scale, "seed": t2i.seed, "width": t2i.width, "height": t2i.height}
+
+    def send(params: dict):
+        fields = png_info.to_fields(params or {})
+        if not fields:
+            raise gr.Error("No parameters to send: drop a PNG made by the studio or A1111.", print_exception=False)
+        return (gr.Tabs(selected="txt2img"), *[fields[name] if name in fields else gr.skip() for name in targets])
+
+    info["send"].click(send, info["table"], [tabs, *targets.values()], **private)
+
+
+__all__ = ["build_ui", "launch_options", "footer_markdown"]
