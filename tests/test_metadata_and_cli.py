@@ -1,0 +1,72 @@
+"""Saved PNGs carry A1111-compatible parameters; the CLI prints what it wrote."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+from studio.metadata import build_infotext, parse_infotext, read_infotext
+from studio.outputs import OutputStore
+from studio.requests import GenerationRequest
+
+# A1111's parser regex (modules/infotext_utils.py): the parameters line must give at least 3 matches.
+A1111_PARAM = re.compile(r"\s*(\w[\w \-/]+):\s*(\"(?:\\.|[^\\\"])+\"|[^,]*)(?:,|$)")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_saved_png_has_a1111_parameters(engine):
+    result = engine.generate(GenerationRequest("a cat, oil painting", negative_prompt="ugly", seed=42, steps=3, cfg_scale=6.5, sampler_name="DPM++ 2M Karras", width=64, height=64))
+    image = Image.open(result.images[0].path)
+    text = read_infotext(image)
+    assert text == result.images[0].infotext
+    lines = text.split("\n")
+    assert lines[0] == "a cat, oil painting" and lines[1] == "Negative prompt: ugly"
+    assert len(A1111_PARAM.findall(lines[-1])) >= 3
+    parsed = parse_infotext(text)
+    assert parsed["Prompt"] == "a cat, oil painting"
+    assert (parsed["Steps"], parsed["Sampler"], parsed["Schedule type"], parsed["CFG scale"], parsed["Seed"]) == ("3", "DPM++ 2M", "Karras", "6.5", "42")
+    assert (parsed["Size-1"], parsed["Size-2"]) == ("64", "64")
+    assert re.fullmatch(r"[0-9a-f]{10}", parsed["Model hash"])
+
+
+def test_values_with_commas_are_quoted_and_read_back():
+    text = build_infotext("p", "", {"Steps": 20, "Model": "my, model: v2", "Seed": 1})
+    assert 'Model: "my, model: v2"' in text
+    assert parse_infotext(text)["Model"] == "my, model: v2"
+
+
+def test_atomic_write_leaves_no_partial_files(tmp_path):
+    store = OutputStore(tmp_path)
+    path = store.save_png(Image.new("RGB", (8, 8)), "p\nSteps: 1, Seed: 1, Size: 8x8", 1)
+    second = store.save_png(Image.new("RGB", (8, 8)), "p\nSteps: 1, Seed: 2, Size: 8x8", 2)
+    assert path.name == "00000-1.png" and second.name == "00001-2.png"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["00000-1.png", "00001-2.png"]
+
+
+def test_cli_generates_offline_and_prints_paths(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "studio", "generate", "--model", "tiny", "--prompt", "a boat", "--steps", "2", "--width", "64", "--height", "64", "--seed", "-1", "--batch-size", "2", "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    paths = done.stdout.split()
+    assert len(paths) == 2 and all(Path(p).is_file() and Path(p).is_relative_to(out) for p in paths)
+    seed = int(re.search(r"seed: (\d+)", done.stderr).group(1))
+    assert f"Seed: {seed}," in read_infotext(Image.open(paths[0]))
+    assert f"Seed: {seed + 1}," in read_infotext(Image.open(paths[1]))
+
+
+def test_cli_bad_input_is_one_line_without_traceback(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "studio", "generate", "--model", "tiny", "--prompt", "x", "--width", "100", "--out", str(tmp_path)],
+        cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: width must be a multiple of 8, got 100."
