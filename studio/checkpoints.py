@@ -239,6 +239,14 @@ def _family_of_pipeline(pipe) -> str:
     return "sd2" if cross == 1024 else "sd1"
 
 
+def refuse_pickle(source: ModelSource, settings: Settings) -> None:
+    if source.is_pickle and not settings.allow_pickle:
+        raise ModelError(
+            f"Model '{source.name}' is a pickle checkpoint ({Path(source.location).suffix}), which can run code when "
+            "loaded; refused. Use a .safetensors file, or start the studio with --allow-pickle if you trust it."
+        )
+
+
 def load_model(source: ModelSource, settings: Settings, device, dtype, hashes: HashCache) -> LoadedModel:
     """Load a pipeline onto `device` in `dtype`. Raises ModelError with one clear line."""
     try:
@@ -262,11 +270,7 @@ def _load(source: ModelSource, settings: Settings, device, dtype, hashes: HashCa
         family, default_size = "sd1", tiny.recipe()["default_size"]
     elif source.kind == "file":
         path = Path(source.location)
-        if source.is_pickle and not settings.allow_pickle:
-            raise ModelError(
-                f"Model '{source.name}' is a pickle checkpoint ({path.suffix}), which can run code when loaded; "
-                "refused. Use a .safetensors file, or start the studio with --allow-pickle if you trust it."
-            )
+        refuse_pickle(source, settings)
         if source.is_pickle:
             import torch
 
@@ -348,12 +352,7 @@ class ModelCache:
         if source.name in self._loaded:
             self._loaded.move_to_end(source.name)
             return self._loaded[source.name]
-        if source.is_pickle and not self.settings.allow_pickle:
-            # Refused before anything is evicted or read.
-            raise ModelError(
-                f"Model '{source.name}' is a pickle checkpoint ({Path(source.location).suffix}), which can run code "
-                "when loaded; refused. Use a .safetensors file, or start the studio with --allow-pickle if you trust it."
-            )
+        refuse_pickle(source, self.settings)  # before anything is evicted or read
         while len(self._loaded) >= self.settings.max_models:
             self.evict(next(iter(self._loaded)))
         model = load_model(source, self.settings, self.device, self.dtype, self.hashes)
