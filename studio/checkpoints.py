@@ -11,7 +11,7 @@ import re
 import shutil
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -102,7 +102,11 @@ def _header_shapes(path: Path) -> dict:
 def detect_family(path: Path, shapes: dict | None = None) -> FileFamily:
     from diffusers.loaders.single_file_utils import infer_diffusers_model_type
 
-    shapes = _header_shapes(path) if shapes is None else shapes
+    if shapes is None:
+        try:
+            shapes = _header_shapes(path)
+        except Exception as exc:
+            raise ModelError(f"Model '{path.name}' is not a readable .safetensors checkpoint ({str(exc).splitlines()[0]}).") from None
     kind = infer_diffusers_model_type(shapes)
     conv_in = shapes.get("model.diffusion_model.input_blocks.0.0.weight")
     if kind == "v1" and conv_in is not None and conv_in.shape[0] != 320:
@@ -352,7 +356,12 @@ class ModelCache:
         if source.name in self._loaded:
             self._loaded.move_to_end(source.name)
             return self._loaded[source.name]
-        refuse_pickle(source, self.settings)  # before anything is evicted or read
+        # Cheap checks first, so a model that cannot be had never costs the one that is loaded.
+        refuse_pickle(source, self.settings)
+        if source.kind == "hub":
+            source = replace(source, location=_hub_snapshot(source.location), kind="folder")
+        elif source.kind == "file" and not source.is_pickle:
+            detect_family(Path(source.location))
         while len(self._loaded) >= self.settings.max_models:
             self.evict(next(iter(self._loaded)))
         model = load_model(source, self.settings, self.device, self.dtype, self.hashes)

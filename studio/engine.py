@@ -84,8 +84,11 @@ class PreparedJob:
 
 
 class Engine:
-    def __init__(self, settings: Settings, outputs: OutputStore):
+    def __init__(self, settings: Settings, outputs: OutputStore, taesd_loader=None):
+        """taesd_loader: family → AutoencoderTiny for taesd previews (default: load_taesd from the hub cache); the
+        benchmark passes random-weight ones."""
         quiet_library_logs()
+        self._taesd_loader = taesd_loader
         self.settings = settings
         self.outputs = outputs
         self.device = resolve_device(settings.device)
@@ -306,14 +309,13 @@ class Engine:
             return None
         key = f"{model.name}|{self.settings.preview}"
         if key not in self._decoders:
-            offline_only = self.notice is not None
             decoder = PreviewDecoder(
                 self.settings.preview,
                 model.family,
                 model.pipe.vae,
                 self.device,
                 self.dtype,
-                taesd_loader=lambda family: load_taesd(family, cache_only=offline_only),
+                taesd_loader=self._taesd_loader or load_taesd,
             )
             if decoder.note:
                 self.notice = ((self.notice + " ") if self.notice else "") + decoder.note

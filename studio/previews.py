@@ -162,7 +162,15 @@ def capture(decoder: PreviewDecoder, latents: torch.Tensor, x0: torch.Tensor | N
     return (picture.cpu(), noisy.cpu(), channels.cpu()), None
 
 
-def load_taesd(family: str, cache_only: bool):
+def load_taesd(family: str):
+    """TAESD from the Hugging Face cache, downloading it once when allowed."""
+    import os
+
     from diffusers import AutoencoderTiny
 
-    return AutoencoderTiny.from_pretrained(TAESD_IDS[family], local_files_only=cache_only)
+    try:
+        return AutoencoderTiny.from_pretrained(TAESD_IDS[family], local_files_only=True)
+    except Exception:
+        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+            raise RuntimeError(f"{TAESD_IDS[family]} is not in the Hugging Face cache and HF_HUB_OFFLINE is set") from None
+        return AutoencoderTiny.from_pretrained(TAESD_IDS[family])

@@ -65,6 +65,7 @@ def test_a_failing_job_fails_alone(engine):
     result = bad.wait(timeout=60)
     assert isinstance(result, Failed)
     assert "no/such-model-anywhere" in result.message and "Traceback" not in result.message
+    assert engine.models.loaded_names() == ["tiny"], "a model that cannot be had must not unload the current one"
     good = engine.generate(GenerationRequest("still serving", seed=1, steps=2, width=64, height=64))
     assert isinstance(good, Finished)
     assert engine.current_model == "tiny"

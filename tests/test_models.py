@@ -68,6 +68,14 @@ def test_pickle_checkpoints_are_refused(engine, tmp_path):
     assert engine.models.loaded_names() == ["tiny"], "a refused model must not evict the loaded one"
 
 
+def test_broken_checkpoint_file_fails_alone(engine, tmp_path):
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    result = engine.generate(GenerationRequest("x", steps=2, width=64, height=64, model=str(broken)))
+    assert isinstance(result, Failed) and "not a readable .safetensors checkpoint" in result.message
+    assert engine.models.loaded_names() == ["tiny"]
+
+
 def test_unknown_model_is_one_clear_line(tmp_path):
     with pytest.raises(ModelError) as caught:
         resolve_model("nothing-here.safetensors", Settings(models_dir=tmp_path))
