@@ -110,7 +110,7 @@ def build_panel(engine, tab: str, session: gr.State, size_label: str, inputs_blo
                 cancel = gr.Button("Cancel", variant="stop", elem_id=f"{tab}-cancel")
             progress = gr.HTML("", elem_id=f"{tab}-progress")
             preview = gr.Image(label="Live preview", type="pil", format="jpeg", interactive=False, height=300, elem_id=f"{tab}-preview")
-            gallery = gr.Gallery(label="Results", format="png", columns=4, height=260, interactive=False, elem_id=f"{tab}-gallery")
+            gallery = gr.Gallery(label="Results", format="png", columns=4, height=260, object_fit="contain", interactive=False, elem_id=f"{tab}-gallery")
             with gr.Row():
                 reuse_seed = gr.Button(f"{RECYCLE} Reuse seed", size="sm", elem_id=f"{tab}-reuse-seed")
                 to_img2img = gr.Button("→ Image to image", size="sm", elem_id=f"{tab}-to-img2img")

@@ -1,0 +1,156 @@
+"""A real browser (Debian's chromium, driven by playwright) against the launched studio: type a prompt, press
+Ctrl+Enter, watch the live preview change step by step before the result appears; paint a mask in Inpainting and
+generate; visit every tab and save a screenshot of each to artifacts/screenshots/.
+
+Prints the number of distinct preview frames seen and the time to the first preview (run with -s)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.ui_support import launch_ui
+
+CHROMIUM = "/usr/bin/chromium"
+ROOT = Path(__file__).resolve().parent.parent
+SHOTS = ROOT / "artifacts" / "screenshots"
+STEPS = 16
+SIZE = 128
+
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing (apt-get install -y chromium)")
+
+WATCH_PREVIEW = """(selector) => {
+  window.__previews = [];
+  setInterval(() => {
+    const img = document.querySelector(selector + ' img');
+    const src = img ? img.src : null;
+    const seen = window.__previews;
+    if (src && (seen.length === 0 || seen[seen.length - 1][0] !== src)) seen.push([src, performance.now()]);
+  }, 15);
+}"""
+
+
+@pytest.fixture(scope="module")
+def browser_page(engine):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    blocks, url = launch_ui(engine)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run"],
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        page.wait_for_selector("#txt2img-prompt textarea", timeout=60_000)
+        try:
+            yield page
+        finally:
+            browser.close()
+            blocks.close()
+
+
+def _set_slider(page, element_id: str, value) -> None:
+    box = page.locator(f"#{element_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def _watch_and_wait(page, tab: str, start) -> tuple[list, float]:
+    """Start watching `tab`'s live preview, run `start()` (at t0), wait for the result: (previews, t0)."""
+    page.evaluate(WATCH_PREVIEW, f"#{tab}-preview")
+    t0 = page.evaluate("performance.now()")
+    start()
+    page.wait_for_selector(f"#{tab}-gallery img", timeout=180_000)
+    page.wait_for_selector(f"#{tab}-progress .studio-progress-done", timeout=30_000)
+    return page.evaluate("window.__previews"), t0
+
+
+def _shot(page, name: str) -> Path:
+    path = SHOTS / f"{name}.png"
+    time.sleep(0.4)
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def test_text_to_image_streams_previews_then_the_result(browser_page):
+    page = browser_page
+    page.fill("#txt2img-prompt textarea", "a lighthouse at dusk, dramatic sky, oil painting")
+    assert "/75" in page.inner_text("#txt2img-prompt-tokens")
+    for name, value in (("steps", STEPS), ("width", SIZE), ("height", SIZE)):
+        _set_slider(page, f"txt2img-{name}", value)
+    page.fill("#txt2img-seed input", "42")
+    page.locator("#txt2img-seed input").press("Tab")
+
+    def ctrl_enter():
+        page.focus("#txt2img-prompt textarea")
+        page.keyboard.press("Control+Enter")
+
+    previews, t0 = _watch_and_wait(page, "txt2img", ctrl_enter)
+    distinct = len({src for src, _ in previews})
+    first = (previews[0][1] - t0) / 1000 if previews else float("nan")
+    print(f"\n[browser] txt2img {STEPS} steps at {SIZE}px: {distinct} distinct preview frames seen; first preview after {first:.2f} s")
+    assert distinct >= 3, f"only {distinct} preview frames seen"
+    assert "Seed: 42" in page.input_value("#txt2img-infotext textarea")
+    assert page.locator("#txt2img-files a, #txt2img-files button").count() >= 1
+    shot = _shot(page, "1-text-to-image")
+    docs = ROOT / "docs"
+    docs.mkdir(exist_ok=True)
+    shutil.copyfile(shot, docs / "screenshot.png")
+
+
+def test_step_previews_tab_shows_the_last_job(browser_page):
+    page = browser_page
+    page.click("button[role=tab]:has-text('Step previews')")
+    page.wait_for_selector("#steps-main img", timeout=30_000)
+    assert f"of {STEPS}" in page.inner_text("#steps-caption")
+    _shot(page, "4-step-previews")
+
+
+def test_png_info_reads_parameters_and_sends_them(browser_page, engine):
+    page = browser_page
+    page.click("button[role=tab]:has-text('PNG info')")
+    outputs = sorted(Path(engine.settings.outputs).rglob("*.png"), key=lambda p: p.stat().st_mtime)
+    page.set_input_files("#pnginfo-image input[type=file]", str(outputs[-1]))
+    page.wait_for_function("() => document.querySelector('#pnginfo-text textarea').value.includes('Steps:')", timeout=30_000)
+    _shot(page, "5-png-info")
+    page.click("#pnginfo-send")
+    page.wait_for_function("() => document.querySelector('#txt2img-prompt textarea').value.length > 0", timeout=10_000)
+
+
+def test_inpainting_paints_a_mask_and_generates(browser_page):
+    page = browser_page
+    page.click("button[role=tab]:has-text('Text to image')")
+    page.click("#txt2img-to-inpaint")  # the last result goes to Inpainting
+    page.wait_for_selector("#inpaint-editor canvas", timeout=30_000)
+    time.sleep(1.0)
+    _set_slider(page, "inpaint-steps", 12)
+    page.fill("#inpaint-prompt textarea", "a red door")
+    page.click("#inpaint-editor button[aria-label=Brush]")
+    canvas = page.locator("#inpaint-editor canvas").last
+    box = canvas.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx - 60, cy - 20)
+    page.mouse.down()
+    for i in range(1, 13):
+        page.mouse.move(cx - 60 + i * 10, cy - 20 + (i % 4) * 10, steps=2)
+    page.mouse.up()
+    time.sleep(0.5)
+    _shot(page, "3-inpainting-mask")
+    previews, _ = _watch_and_wait(page, "inpaint", lambda: page.click("#inpaint-generate"))
+    print(f"[browser] inpaint: {len({s for s, _ in previews})} distinct preview frames seen")
+    assert "Mask blur" in page.input_value("#inpaint-infotext textarea")
+    _shot(page, "3-inpainting-result")
+
+
+def test_image_to_image_tab_screenshot(browser_page):
+    page = browser_page
+    page.click("button[role=tab]:has-text('Text to image')")
+    page.click("#txt2img-to-img2img")
+    page.wait_for_selector("#img2img-init-image img", timeout=30_000)
+    _shot(page, "2-image-to-image")
