@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 import numpy as np
 from PIL import Image, ImageDraw
 
@@ -13,12 +16,10 @@ def reference_pipeline(cache_dir, task: str = "txt2img", sampler: str = "Euler a
     with the scheduler a diffusers user would make for `sampler`."""
     import diffusers
 
-    from studio.checkpoints import materialize_config
     from studio.pipelines import plain_scheduler
     from studio.samplers import find_sampler
-    from studio.tiny import build_tiny_pipeline
 
-    base = build_tiny_pipeline(materialize_config("tiny", cache_dir) / "tokenizer")
+    base = _tiny_base(str(cache_dir))
     cls = {
         "txt2img": diffusers.StableDiffusionPipeline,
         "img2img": diffusers.StableDiffusionImg2ImgPipeline,
@@ -29,6 +30,15 @@ def reference_pipeline(cache_dir, task: str = "txt2img", sampler: str = "Euler a
     pipe = cls(**components)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+@functools.cache
+def _tiny_base(cache_dir: str):
+    # Built once per test session: the reference pipelines only read these modules.
+    from studio.checkpoints import materialize_config
+    from studio.tiny import build_tiny_pipeline
+
+    return build_tiny_pipeline(materialize_config("tiny", Path(cache_dir)) / "tokenizer")
 
 
 def pixels(image) -> np.ndarray:
