@@ -45,10 +45,11 @@ class LoginWall:
     """Every request needs a user: a session cookie from /login or HTTP Basic credentials (A1111's --api-auth).
     Strangers get the login page (browsers) or 401 (everything else). Also refuses bodies over MAX_BODY_BYTES."""
 
-    def __init__(self, app, users: Optional[Users], max_body: int = MAX_BODY_BYTES):
+    def __init__(self, app, users: Optional[Users], max_body: int = MAX_BODY_BYTES, file_guard=None):
         self.app = app
         self.users = users
         self.max_body = max_body
+        self.file_guard = file_guard  # (user, path) -> bool, for Gradio's /gradio_api/file= route
 
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket"):
@@ -63,6 +64,8 @@ class LoginWall:
         length = headers.get("content-length", "0")
         if scope["type"] == "http" and (not length.isdigit() or int(length) > self.max_body):
             return await _send(send, 413, b'{"detail":"The request is too large."}', b"application/json")
+        if self.file_guard is not None and "/file=" in path and not self.file_guard(user, path.split("/file=", 1)[1]):
+            return await _send(send, 404, b'{"detail":"No such file among yours."}', b"application/json")
         scope.setdefault("state", {})["user"] = user
         return await self.app(scope, receive, send)
 
@@ -72,8 +75,10 @@ class LoginWall:
         if wants_page:
             target = path + ("?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else "")
             location = "/login?next=" + quote(target, safe="")
-            return await _send(send, 303, b"", b"text/plain", [(b"location", location.encode("latin-1"))])
-        extra = [(b"www-authenticate", b'Basic realm="SD Studio"')] if path.startswith(("/sdapi", "/studio")) else []
+            return await _send(send, 303, b"", b"text/plain", [(b"location", location.encode("latin-1")), (b"x-studio-refused", b"login")])
+        extra = [(b"x-studio-refused", b"login")]
+        if path.startswith(("/sdapi", "/studio")):
+            extra.append((b"www-authenticate", b'Basic realm="SD Studio"'))
         return await _send(send, 401, b'{"detail":"Not authenticated: log in, or send HTTP Basic credentials."}', b"application/json", extra)
 
 
@@ -103,8 +108,32 @@ def _safe_next(target: str) -> str:
     return target
 
 
-def create_app(blocks, engine, users: Optional[Users] = None, *, secure_cookies: bool = False, blocked_paths: tuple = ()):
-    """The whole server as an ASGI app (what serve() runs and the tests drive)."""
+def _file_guard(outputs):
+    """Gradio may serve the outputs folder (the UI shows the saved PNGs): a user may fetch files under their own
+    outputs only. Paths are resolved first, so neither `..` nor a symlink gets out."""
+    import os
+    from urllib.parse import unquote
+
+    root = os.path.realpath(outputs.root)
+
+    def allowed(user: str, raw: str) -> bool:
+        if raw.startswith(("http://", "https://")):
+            return True  # Gradio's own proxy rules apply
+        real = os.path.realpath(unquote(raw))
+        if os.path.commonpath([real, root]) != root:
+            return True  # not an output: Gradio's own allowed/blocked rules apply
+        if user == LOCAL_USER:
+            return True
+        mine = os.path.realpath(outputs.owner_root(user))
+        return os.path.commonpath([real, mine]) == mine
+
+    return allowed
+
+
+def create_app(blocks, engine, users: Optional[Users] = None, *, secure_cookies: bool = False, blocked_paths: tuple = (),
+               gradio_options: Optional[dict] = None):
+    """The whole server as an ASGI app (what serve() runs and the tests drive). gradio_options: extra
+    mount_gradio_app arguments (the UI's launch_options(): allowed_paths, css)."""
     import gradio as gr
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
@@ -181,12 +210,23 @@ def create_app(blocks, engine, users: Optional[Users] = None, *, secure_cookies:
         auth_dependency=lambda request: user_from_headers(users, {k.lower(): v for k, v in request.headers.items()}),
         blocked_paths=[str(Path(p).resolve()) for p in blocked_paths] or None,
         show_error=True,
+        **{k: v for k, v in (gradio_options or {}).items() if k in ("allowed_paths", "css", "js", "head", "theme")},
     )
-    return LoginWall(app, users)
+    return LoginWall(app, users, file_guard=_file_guard(engine.outputs))
 
 
 _ERROR_NAMES = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed",
                 413: "TooLarge", 422: "InvalidRequest", 429: "QueueFull", 500: "GenerationFailed"}
+
+
+def listen_warning(args: argparse.Namespace, users: Optional[Users]) -> Optional[str]:
+    if not args.listen or users is not None:
+        return None
+    banner = "!" * 78
+    return (
+        f"\n{banner}\n!! WARNING: --listen without --auth/--auth-file: ANYONE on your network can use this studio,\n"
+        f"!! run jobs, and read every image. Add --auth-file users.txt for a shared server.\n{banner}\n"
+    )
 
 
 def serve(blocks, engine, args: argparse.Namespace) -> None:
@@ -201,17 +241,18 @@ def serve(blocks, engine, args: argparse.Namespace) -> None:
         print("error: --tls-keyfile and --tls-certfile go together.", file=sys.stderr)
         raise SystemExit(2)
     host = "0.0.0.0" if args.listen else "127.0.0.1"
-    if args.listen and users is None:
-        banner = "!" * 78
-        print(
-            f"\n{banner}\n!! WARNING: --listen without --auth/--auth-file: ANYONE on your network can use this studio,\n"
-            f"!! see and cancel every job, and read every image. Add --auth-file users.txt for a shared server.\n{banner}\n",
-            file=sys.stderr,
-            flush=True,
-        )
+    warning = listen_warning(args, users)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     tls = bool(args.tls_certfile)
     blocked = [args.auth_file] if args.auth_file else []
-    app = create_app(blocks, engine, users, secure_cookies=tls, blocked_paths=tuple(blocked))
+    try:
+        from .ui import launch_options
+
+        gradio_options = launch_options(engine)
+    except ImportError:
+        gradio_options = {}
+    app = create_app(blocks, engine, users, secure_cookies=tls, blocked_paths=tuple(blocked), gradio_options=gradio_options)
     scheme = "https" if tls else "http"
     url = f"{scheme}://{'127.0.0.1' if host == '0.0.0.0' else host}:{args.port}/"
     print(f"SD Studio on {url}" + (" (and on this machine's LAN addresses)" if args.listen else ""), flush=True)

@@ -1,0 +1,122 @@
+"""Helpers for the server tests: a live server (uvicorn on loopback, ports 7870-7889) around the session engine."""
+
+
+
+import base64
+import io
+import socket
+import threading
+import time
+from contextlib import contextmanager
+
+import httpx
+
+USERS = {"alice": "alice-pw", "bob": "bob-pw", "root": "root-pw", "carol": "carol-pw"}
+SMALL = {"steps": 2, "width": 64, "height": 64, "sampler_name": "Euler"}
+
+
+def free_port() -> int:
+    for port in range(7870, 7890):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 7870-7889")
+
+
+def simple_blocks():
+    """A small Gradio app standing in for the studio UI (the auth table needs Gradio's routes, not its looks)."""
+    import gradio as gr
+
+    with gr.Blocks() as blocks:
+        box = gr.Textbox()
+        out = gr.Textbox()
+
+        def who(text, request: gr.Request):
+            return f"{text} from {request.username}"
+
+        box.submit(who, box, out, api_name="who")
+    return blocks
+
+
+class LiveServer:
+    def __init__(self, app, port: int):
+        import uvicorn
+
+        self.app = app
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> "LiveServer":
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.server.started:
+            if time.time() > deadline or not self.thread.is_alive():
+                raise RuntimeError("server did not start")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+    def client(self, user: str | None = None, **kwargs) -> httpx.Client:
+        auth = (user, USERS[user]) if user else None
+        return httpx.Client(base_url=self.url, auth=auth, timeout=kwargs.pop("timeout", 120), **kwargs)
+
+    @property
+    def state(self):
+        return self.app.app.state.studio  # LoginWall -> FastAPI
+
+
+@contextmanager
+def live_server(engine, users=USERS, admins=("root",), blocks=None):
+    from studio.auth import Users
+    from studio.server import create_app
+
+    accounts = Users(dict(users), admins) if users else None
+    app = create_app(blocks or simple_blocks(), engine, accounts)
+    server = LiveServer(app, free_port()).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def png_b64(size=(64, 64), color=(200, 40, 40), mode="RGB") -> str:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new(mode, size, color).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def mask_b64(size=(64, 64)) -> str:
+    from PIL import Image, ImageDraw
+
+    mask = Image.new("L", size, 0)
+    ImageDraw.Draw(mask).rectangle((16, 16, 47, 47), fill=255)
+    buffer = io.BytesIO()
+    mask.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def record_start_order(engine, stop: threading.Event, order: list) -> threading.Thread:
+    """Poll the engine's running job and append (owner, job id) each time a new one starts."""
+
+    def poll():
+        seen = None
+        while not stop.is_set():
+            job = engine.running
+            if job is not None and job is not seen:
+                seen = job
+                order.append((job.owner, job.id))
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    return thread
