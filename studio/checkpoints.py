@@ -368,6 +368,10 @@ class ModelCache:
         from .pipelines import apply_attention
 
         apply_attention(model.pipe, self.attention)
+        if self.settings.fast:
+            from .fast import make_fast
+
+            make_fast(model, self.device, self.dtype)
         self._loaded[source.name] = model
         log.info("Loaded %s (%s, hash %s) on %s in %s", source.name, model.family, model.model_hash, self.device, self.dtype)
         return model

@@ -35,6 +35,7 @@ class Settings:
     max_queue_per_user: int = 0  # 0: no cap
     allow_pickle: bool = False
     warmup: bool = True
+    fast: bool = False  # torch.compile + CUDA graphs + channels-last + fused QKV (studio/fast.py); slower start
     cache_dir: Path = field(default_factory=_default_cache_dir)
 
     def preview_interval(self) -> int:
@@ -60,6 +61,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-queue-per-user", type=int, default=0, help="queued jobs a user may have (0: no cap)")
     g.add_argument("--allow-pickle", action="store_true", help="allow .ckpt/.pt/.bin pickle checkpoints (they can run code)")
     g.add_argument("--no-warmup", dest="warmup", action="store_false", help="skip the warm-up generation at start")
+    g.add_argument("--fast", action="store_true", help="fast mode: compile the UNet and VAE (and CUDA graphs on a GPU) at start; minutes of start-up")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -81,4 +83,5 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         max_queue_per_user=args.max_queue_per_user,
         allow_pickle=args.allow_pickle,
         warmup=args.warmup,
+        fast=getattr(args, "fast", False),
     )

@@ -1,0 +1,1 @@
+"""Benchmark harness: the studio engine vs diffusers' own pipeline (`python -m bench --help`). Imports no gradio."""
