@@ -19,6 +19,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto", help="auto: fp16 on CUDA, fp32 on CPU")
     p.add_argument("--size", type=int, default=None, help="override the image size")
+    p.add_argument("--reps", type=int, default=None, help="override the alternated repetitions per figure")
     p.add_argument("--out", default=None, help="JSON results file (default bench/results/DATE-DEVICE.json)")
     p.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "sd-studio-bench"), help="random-weight model folders, outputs")
     p.add_argument("--no-fast", action="store_true", help="skip fast mode (torch.compile)")

@@ -252,6 +252,8 @@ class Bench:
         plan = plan_for(name, self.device, self.args.quick)
         if self.args.size:
             plan.size = self.args.size
+        if getattr(self.args, "reps", None):
+            plan.reps = self.args.reps
         result: dict = {"plan": dataclasses.asdict(plan)}
         self.results["models"][name] = result
         work = Path(self.args.work_dir)
