@@ -33,6 +33,8 @@ class Settings:
     max_batch_count: int = 100
     max_image_pixels: int = 4096 * 4096
     max_queue_per_user: int = 0  # 0: no cap
+    dynamic_batching: bool = True  # compatible txt2img jobs of different users share one UNet batch
+    batch_wait_ms: int = 0  # how long a job waits for batch companions (0: only those already queued)
     allow_pickle: bool = False
     warmup: bool = True
     fast: bool = False  # torch.compile + CUDA graphs + channels-last + fused QKV (studio/fast.py); slower start
@@ -59,6 +61,10 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-steps", type=int, default=150)
     g.add_argument("--max-batch", type=int, default=8)
     g.add_argument("--max-queue-per-user", type=int, default=0, help="queued jobs a user may have (0: no cap)")
+    g.add_argument("--no-dynamic-batching", dest="dynamic_batching", action="store_false",
+                   help="never run jobs of different users as one batch")
+    g.add_argument("--batch-wait-ms", type=int, default=0, metavar="MS",
+                   help="how long a job waits for compatible jobs of other users to batch with (default 0: only those already queued)")
     g.add_argument("--allow-pickle", action="store_true", help="allow .ckpt/.pt/.bin pickle checkpoints (they can run code)")
     g.add_argument("--no-warmup", dest="warmup", action="store_false", help="skip the warm-up generation at start")
     g.add_argument("--fast", action="store_true", help="fast mode: compile the UNet and VAE (and CUDA graphs on a GPU) at start; minutes of start-up")
@@ -82,6 +88,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         max_batch=args.max_batch,
         max_queue_per_user=args.max_queue_per_user,
         allow_pickle=args.allow_pickle,
+        dynamic_batching=args.dynamic_batching,
+        batch_wait_ms=max(0, args.batch_wait_ms),
         warmup=args.warmup,
         fast=getattr(args, "fast", False),
     )

@@ -55,10 +55,6 @@ from .validation import validate
 log = logging.getLogger(__name__)
 
 
-class JobCancelled(Exception):
-    pass
-
-
 @dataclass(frozen=True)
 class EngineInfo:
     """What the footer and the API show about the running engine."""
@@ -100,7 +96,7 @@ class Engine:
         self.frames = FrameSink()
         self.current_model: Optional[str] = None
         self.notice: Optional[str] = None
-        self.running: Optional[Job] = None
+        self.running_jobs: list[Job] = []  # several when jobs of different users share one batch
         self._decoders: dict[str, PreviewDecoder] = {}
         self._worker: Optional[threading.Thread] = None
         self._stop = threading.Event()
@@ -134,8 +130,8 @@ class Engine:
     def stop(self) -> None:
         self._stop.set()
         self.queue.close()
-        if self.running:
-            self.running.cancel()
+        for job in self.running_jobs:
+            job.cancel()
         if self._worker:
             self._worker.join(timeout=30)
 
@@ -181,28 +177,72 @@ class Engine:
             job = self.queue.get(timeout=0.5)
             if job is None:
                 continue
+            group = [job] + self._companions(job)
             self._announce_positions()
-            if job.cancel_requested.is_set():
-                job.emit(Cancelled())
+            for member in [j for j in group if j.cancel_requested.is_set()]:
+                member.emit(Cancelled())
+                group.remove(member)
+            if not group:
                 continue
-            self.running = job
+            self.running_jobs = group
             try:
-                job.emit(self._run(job))
-            except JobCancelled:
-                job.emit(Cancelled())
+                for member, event in self._run_group(group).items():
+                    if not member.done:
+                        member.emit(event)
             except torch.cuda.OutOfMemoryError:
-                log.warning("%s ran out of GPU memory", job.id)
-                job.emit(Failed("Out of GPU memory: try a smaller size or batch, or fewer models kept loaded."))
+                log.warning("%s ran out of GPU memory", ", ".join(j.id for j in group))
+                self._fail(group, "Out of GPU memory: try a smaller size or batch, or fewer models kept loaded.")
             except (RequestError, ModelError) as exc:
-                job.emit(Failed(str(exc)))
+                self._fail(group, str(exc))
             except Exception as exc:  # one job's failure must not take the worker down
-                log.exception("%s failed", job.id)
-                job.emit(Failed(f"Generation failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")))
+                log.exception("%s failed", ", ".join(j.id for j in group))
+                self._fail(group, f"Generation failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": "))
             finally:
-                self.running = None
+                self.running_jobs = []
                 self.frames.flush()
-                if job.status != "finished":
+                if any(j.status != "finished" for j in group):
                     free_device_memory(self.device)
+
+    @property
+    def running(self) -> Optional[Job]:
+        """The job running now (the first of a dynamic batch), or None."""
+        jobs = self.running_jobs
+        return jobs[0] if jobs else None
+
+    def _fail(self, jobs: list[Job], message: str) -> None:
+        for job in jobs:
+            if not job.done:
+                job.emit(Cancelled() if job.cancel_requested.is_set() else Failed(message))
+
+    # ---- dynamic batching: compatible txt2img jobs of different users share one UNet batch
+
+    def _companions(self, job: Job) -> list[Job]:
+        if not self.settings.dynamic_batching or not self._batchable(job.request):
+            return []
+        key = self._batch_key(job.request)
+        room = [self.settings.max_batch - job.request.batch_size]
+
+        def fits(other: Job) -> bool:
+            if self._batch_key(other.request) != key or other.request.batch_size > room[0] or other.cancel_requested.is_set():
+                return False
+            room[0] -= other.request.batch_size
+            return True
+
+        owners = {job.owner}
+        companions = self.queue.take_matching(fits, owners, self.settings.max_batch)
+        deadline = time.monotonic() + self.settings.batch_wait_ms / 1000
+        while room[0] > 0 and time.monotonic() < deadline:
+            self.queue.wait_for_put(max(0.0, deadline - time.monotonic()))
+            companions += self.queue.take_matching(fits, owners | {j.owner for j in companions}, self.settings.max_batch)
+        return companions
+
+    def _batchable(self, request: GenerationRequest) -> bool:
+        return request.task is Task.TXT2IMG and request.batch_count == 1
+
+    def _batch_key(self, request: GenerationRequest):
+        if not self._batchable(request):
+            return None
+        return (request.model or self.current_model, request.width, request.height, request.steps, request.sampler_name, float(request.cfg_scale))
 
     def _announce_positions(self) -> None:
         for job in self.queue.snapshot():
@@ -238,32 +278,61 @@ class Engine:
         return PreparedJob(task, width, height, seeds, init, mask, notes)
 
     def _run(self, job: Job):
-        request = job.request
-        model = self.models.get(request.model or self.current_model)
-        prepared = self._prepare(request, model)
-        sampler = find_sampler(request.sampler_name)
-        job.emit(Started(model.name, prepared.seeds, prepared.notes + model.notes))
+        """Run one job to its terminal event (benchmarks call this directly, on the caller's thread)."""
+        return self._run_group([job])[job]
+
+    def _run_group(self, jobs: list[Job]) -> dict:
+        """Run jobs that share a model and settings; returns each job's terminal event. A group of several is a
+        dynamic batch: one txt2img pipeline call whose batch holds every job's images, each with its own seed."""
+        first = jobs[0].request
+        model = self.models.get(first.model or self.current_model)
+        sampler = find_sampler(first.sampler_name)
         decoder = self._decoder(model)
-        saved: list[SavedImage] = []
+        prepared = {job: self._prepare(job.request, model) for job in jobs}
+        for job in jobs:
+            job.emit(Started(model.name, prepared[job].seeds, prepared[job].notes + model.notes))
+        saved: dict = {job: [] for job in jobs}
         clock = _StepClock()
-        skipped = False
-        for batch_index in range(request.batch_count):
-            seeds = prepared.seeds[batch_index * request.batch_size : (batch_index + 1) * request.batch_size]
-            pipe = task_pipeline(model.pipe, model.family, prepared.task, make_scheduler(sampler, model.scheduler_config), self.dtype)
-            callback = self._step_callback(job, decoder, clock, batch_index, request.batch_count)
-            images = pipe(**self._pipeline_arguments(request, prepared, seeds), callback_on_step_end=callback).images
-            if job.cancel_requested.is_set():
-                raise JobCancelled()
-            for image, seed in zip(images, seeds):
-                if prepared.task is Task.INPAINT:
-                    image = paste_unmasked(pipe, prepared.mask, prepared.init_image, image)
-                infotext = self._infotext(request, prepared, model, sampler, seed)
-                saved.append(SavedImage(str(self.outputs.save_png(image, infotext, seed, owner=job.owner)), seed, infotext))
-            if job.skip_requested.is_set():
-                skipped = True
+        skipped = set()
+        for batch_index in range(first.batch_count):  # several jobs only ever have batch_count 1
+            slices = {
+                job: prepared[job].seeds[batch_index * job.request.batch_size : (batch_index + 1) * job.request.batch_size]
+                for job in jobs
+                if job not in skipped and not job.cancel_requested.is_set()
+            }
+            if not slices:
                 break
+            pipe = task_pipeline(model.pipe, model.family, prepared[jobs[0]].task, make_scheduler(sampler, model.scheduler_config), self.dtype)
+            callback = self._step_callback(slices, decoder, clock, batch_index, first.batch_count)
+            lead = next(iter(slices))
+            arguments = self._pipeline_arguments(lead.request, prepared[lead], slices[lead])
+            if len(slices) > 1:
+                arguments.update(self._group_arguments(slices))
+            images = iter(pipe(**arguments, callback_on_step_end=callback).images)
+            for job, seeds in slices.items():
+                mine = [next(images) for _ in seeds]
+                if job.cancel_requested.is_set():
+                    continue
+                for image, seed in zip(mine, seeds):
+                    job_prepared = prepared[job]
+                    if job_prepared.task is Task.INPAINT:
+                        image = paste_unmasked(pipe, job_prepared.mask, job_prepared.init_image, image)
+                    infotext = self._infotext(job.request, job_prepared, model, sampler, seed)
+                    saved[job].append(SavedImage(str(self.outputs.save_png(image, infotext, seed, owner=job.owner)), seed, infotext))
+                if job.skip_requested.is_set():
+                    skipped.add(job)
         self._step_seconds = clock.seconds_per_step or self._step_seconds
-        return Finished(saved, skipped)
+        return {job: Cancelled() if job.cancel_requested.is_set() else Finished(saved[job], job in skipped) for job in jobs}
+
+    def _group_arguments(self, slices: dict) -> dict:
+        """Prompts, negative prompts and generators for a dynamic batch: one entry per image, so image i is drawn
+        from its own seed's generator exactly as when its job runs alone."""
+        prompts, negatives, seeds = [], [], []
+        for job, job_seeds in slices.items():
+            prompts += [job.request.prompt] * len(job_seeds)
+            negatives += [job.request.negative_prompt] * len(job_seeds)
+            seeds += job_seeds
+        return dict(prompt=prompts, negative_prompt=negatives, num_images_per_prompt=1, generator=generators(seeds))
 
     def _pipeline_arguments(self, request: GenerationRequest, prepared: PreparedJob, seeds: list[int]) -> dict:
         arguments = dict(
@@ -323,30 +392,45 @@ class Engine:
             self._decoders[key] = decoder
         return self._decoders[key]
 
-    def _step_callback(self, job: Job, decoder: Optional[PreviewDecoder], clock: "_StepClock", batch_index: int, batch_count: int):
+    def _step_callback(self, slices: dict, decoder: Optional[PreviewDecoder], clock: "_StepClock", batch_index: int, batch_count: int):
+        """The per-step hook: progress and previews for every job in the batch; stops when they all asked to."""
         every = self.settings.preview_interval()
+        offsets, offset = {}, 0
+        for job, seeds in slices.items():
+            offsets[job] = offset
+            offset += len(seeds)
 
         def on_step_end(pipe, i, t, tensors):
-            if job.cancel_requested.is_set() or job.skip_requested.is_set():
+            live = [job for job in slices if not job.cancel_requested.is_set()]
+            for job in slices:
+                if job.cancel_requested.is_set() and not job.done:
+                    job.emit(Cancelled())  # the user sees it stop now; its images are dropped at the end
+            if not [job for job in live if not job.skip_requested.is_set()]:
                 pipe._interrupt = True  # diffusers' own flag: the remaining steps are skipped
                 return {}
             per_batch = pipe.num_timesteps
             step, total = batch_index * per_batch + i + 1, batch_count * per_batch
-            job.emit(Step(step, total, clock.tick(step, total)))
+            eta = clock.tick(step, total)
+            for job in live:
+                job.emit(Step(step, total, eta))
             if decoder is not None and ((i + 1) % every == 0 or i + 1 == per_batch):
                 latents = tensors["latents"]
                 x0 = getattr(pipe.scheduler, "last_x0", None)
-                pictures, ready = capture(decoder, latents, x0)
-
-                def deliver(frames, image):
-                    if batch_index == 0:
-                        job.step_frames.append(frames)
-                    job.emit(Preview(step, total, image))
-
-                self.frames.submit(step, total, pictures, ready, deliver)
+                for job in live:
+                    at = offsets[job]
+                    pictures, ready = capture(decoder, latents[at : at + 1], None if x0 is None else x0[at : at + 1])
+                    self.frames.submit(step, total, pictures, ready, self._deliver(job, step, total, batch_index))
             return {}
 
         return on_step_end
+
+    def _deliver(self, job: Job, step: int, total: int, batch_index: int):
+        def deliver(frames, image):
+            if batch_index == 0:
+                job.step_frames.append(frames)
+            job.emit(Preview(step, total, image))
+
+        return deliver
 
     def _warm_up(self) -> None:
         if self.device.type == "cpu" and self.current_model != "tiny":

@@ -43,6 +43,28 @@ class FairQueue:
                 self._by_owner[owner] = jobs  # back of the rotation
             return job
 
+    def take_matching(self, matches, exclude_owners: set, limit: int) -> list[Job]:
+        """Pop up to `limit` jobs for which matches(job) holds, each the next job of an owner not in
+        `exclude_owners` (dynamic batching: jobs of other users that can share one UNet batch). Owners are
+        visited in rotation order, and one served this way goes to the back of the rotation, as with get()."""
+        taken: list[Job] = []
+        with self._cond:
+            for owner, jobs in list(self._by_owner.items()):
+                if len(taken) >= limit:
+                    break
+                if owner in exclude_owners or not matches(jobs[0]):
+                    continue
+                taken.append(jobs.popleft())
+                exclude_owners = exclude_owners | {owner}
+                del self._by_owner[owner]
+                if jobs:
+                    self._by_owner[owner] = jobs
+        return taken
+
+    def wait_for_put(self, timeout: float) -> None:
+        with self._cond:
+            self._cond.wait(timeout)
+
     def remove(self, job: Job) -> bool:
         with self._cond:
             jobs = self._by_owner.get(job.owner)

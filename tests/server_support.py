@@ -109,12 +109,12 @@ def record_start_order(engine, stop: threading.Event, order: list) -> threading.
     """Poll the engine's running job and append (owner, job id) each time a new one starts."""
 
     def poll():
-        seen = None
+        seen = set()
         while not stop.is_set():
-            job = engine.running
-            if job is not None and job is not seen:
-                seen = job
-                order.append((job.owner, job.id))
+            for job in list(engine.running_jobs):  # several when a dynamic batch runs jobs of different users
+                if job.id not in seen:
+                    seen.add(job.id)
+                    order.append((job.owner, job.id))
             time.sleep(0.002)
 
     thread = threading.Thread(target=poll, daemon=True)

@@ -88,9 +88,7 @@ class ServerState:
     def active_jobs(self, user: str) -> list[Job]:
         """The user's running job (if any) then their queued jobs, UI and API alike."""
         jobs = []
-        running = self.engine.running
-        if running is not None and running.owner == user and not running.done:
-            jobs.append(running)
+        jobs.extend(job for job in self.engine.running_jobs if job.owner == user and not job.done)
         jobs.extend(job for job in self.engine.queue.snapshot() if job.owner == user)
         return jobs
 
