@@ -74,3 +74,12 @@ def test_mask_of_another_size_is_resized_with_a_note(engine):
     result = job.wait(timeout=60)
     assert isinstance(result, Finished)
     assert any("mask (32×32) was resized" in note for note in job.started.notes)
+
+
+def test_a1111_sampler_aliases_are_understood():
+    from studio.samplers import find_sampler, sampler_aliases
+
+    assert find_sampler("k_euler_a").name == "Euler a"
+    assert find_sampler("k_dpmpp_2m_ka").name == "DPM++ 2M Karras"
+    assert find_sampler("DPM++ 2M", schedule_type="Karras").name == "DPM++ 2M Karras"
+    assert sampler_aliases("DPM++ 2M Karras") == ["k_dpmpp_2m_ka"]

@@ -27,7 +27,7 @@ from ..history import safe_output_file
 from ..jobs import Job
 from ..metadata import parse_infotext, read_infotext
 from ..requests import Cancelled, Failed, Finished, GenerationRequest, QueueFullError, RequestError
-from ..samplers import DEFAULT_SAMPLER, sampler_names
+from ..samplers import DEFAULT_SAMPLER, sampler_aliases, sampler_names
 from ..validation import decode_image
 from .state import ModelChoiceError, ServerState
 
@@ -383,7 +383,7 @@ def build_router(state: ServerState) -> APIRouter:
 
     @router.get("/sdapi/v1/samplers")
     def samplers():
-        return [{"name": name, "aliases": [], "options": {"scheduler": "karras"} if name.endswith(" Karras") else {}} for name in sampler_names()]
+        return [{"name": name, "aliases": sampler_aliases(name), "options": {"scheduler": "karras"} if name.endswith(" Karras") else {}} for name in sampler_names()]
 
     @router.get("/sdapi/v1/schedulers")
     def schedulers():
