@@ -78,6 +78,31 @@ def _shot(page, name: str) -> Path:
     return path
 
 
+def _toast(page, text: str) -> None:
+    """A visible Gradio toast containing `text` (then closes every toast)."""
+    page.wait_for_selector(f".toast-body:has-text('{text}')", state="visible", timeout=10_000)
+    for close in page.locator(".toast-close").all():
+        try:
+            close.click(timeout=1_000)
+        except Exception:
+            pass
+
+
+def test_instant_buttons_tell_the_user_on_a_fresh_page(browser_page):
+    """Before anything is generated, the send/reuse buttons answer with a visible toast (not a silent HTTP 500)."""
+    page = browser_page
+    page.click("#txt2img-to-img2img")
+    _toast(page, "No result to send yet: generate first.")
+    page.click("#txt2img-to-inpaint")
+    _toast(page, "No result to send yet: generate first.")
+    page.click("#txt2img-reuse-seed")
+    _toast(page, "No result yet.")
+    page.click("#txt2img-recycle")
+    _toast(page, "No seed yet: generate once first.")
+    assert page.input_value("#txt2img-seed input") == "-1"
+    assert "Text to image" in page.inner_text("button[role=tab][aria-selected=true]")  # no tab switch
+
+
 def test_text_to_image_streams_previews_then_the_result(browser_page):
     page = browser_page
     page.fill("#txt2img-prompt textarea", "a lighthouse at dusk, dramatic sky, oil painting")

@@ -14,7 +14,7 @@ import gradio as gr
 
 from . import img2img, inpaint, png_info, step_previews, txt2img
 from .panel import Panel
-from .streaming import Session
+from .streaming import SILENT, TELLING, Session
 
 CSS = """
 .studio-banner { background: #fff4d6; border: 1px solid #e0b252; border-radius: 8px; padding: 8px 14px; color: #5c4100; }
@@ -87,13 +87,12 @@ def build_ui(engine) -> gr.Blocks:
                 info = png_info.build(engine)
         footer = gr.Markdown(footer_markdown(engine), elem_classes=["studio-footer"], elem_id="studio-footer")
 
-        private = dict(api_visibility="private", queue=False, show_progress="hidden")
         for panel in (t2i, i2i, inp):
-            _wire_sends(panel, tabs, i2i, inp, session, private)
-        _wire_png_info(info, t2i, tabs, private)
-        steps_tab.select(steps["show_last"], [session, steps["view"]], [steps["slider"]] + steps["pictures"], **private)
-        blocks.load(lambda: (footer_markdown(engine), banner_update(engine)), None, [footer, banner], **private)
-        blocks.load(None, None, None, js=SHORTCUTS_JS, **private)
+            _wire_sends(panel, tabs, i2i, inp, session, TELLING)
+        _wire_png_info(info, t2i, tabs, TELLING)
+        steps_tab.select(steps["show_last"], [session, steps["view"]], [steps["slider"]] + steps["pictures"], **SILENT)
+        blocks.load(lambda: (footer_markdown(engine), banner_update(engine)), None, [footer, banner], **SILENT)
+        blocks.load(None, None, None, js=SHORTCUTS_JS, **SILENT)
     return blocks
 
 

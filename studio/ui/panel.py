@@ -12,7 +12,7 @@ import gradio as gr
 from studio.requests import RequestError
 from studio.samplers import DEFAULT_SAMPLER, sampler_names
 
-from .streaming import GENERATE_QUEUE, Session, cancel_job
+from .streaming import GENERATE_QUEUE, SILENT, TELLING, Session, cancel_job
 from .tokens import counter_for, token_counter_html
 
 GENERATE_CONCURRENCY = 16  # handlers waiting on the engine's own fair queue (which reports positions)
@@ -126,7 +126,7 @@ def build_panel(engine, tab: str, session: gr.State, size_label: str, inputs_blo
 
 
 def _wire_local(engine, p: Panel, session: gr.State, counter) -> None:
-    hidden = dict(queue=False, show_progress="hidden", api_visibility="private")
+    hidden = SILENT
     p.prompt.change(lambda text: token_counter_html(counter, text), p.prompt, p.prompt_tokens, trigger_mode="always_last", **hidden)
     p.negative_prompt.change(lambda text: token_counter_html(counter, text), p.negative_prompt, p.negative_tokens, trigger_mode="always_last", **hidden)
     p.dice.click(lambda: -1, None, p.seed, **hidden)
@@ -137,7 +137,7 @@ def _wire_local(engine, p: Panel, session: gr.State, counter) -> None:
             return gr.skip()
         return s.last_seed[p.tab]
 
-    p.recycle.click(last_seed, session, p.seed, **hidden)
+    p.recycle.click(last_seed, session, p.seed, **TELLING)
 
     def select(s: Session, evt: gr.SelectData):
         if s is not None and evt is not None and isinstance(evt.index, int):
@@ -156,7 +156,7 @@ def _wire_local(engine, p: Panel, session: gr.State, counter) -> None:
             return gr.skip()
         return image.seed
 
-    p.reuse_seed.click(reuse, session, p.seed, **hidden)
+    p.reuse_seed.click(reuse, session, p.seed, **TELLING)
     p.cancel.click(lambda s: cancel_job(engine, s, p.tab), session, p.progress, **hidden)
 
 

@@ -85,6 +85,7 @@ def build(engine, session: gr.State) -> dict:
 
     pictures = [main, c0, c1, c2, c3, caption]
     private = dict(api_visibility="private", show_progress="hidden")
+    telling = dict(private, concurrency_limit=None)  # queued, so its gr.Error shows as a toast; never waits on others
 
     def show_last(s: Session, v: str):
         frames = frames_of(s)
@@ -103,7 +104,7 @@ def build(engine, session: gr.State) -> dict:
             yield (gr.Slider(value=i), *frame_view(s, i, v))
             time.sleep(1 / PLAY_FPS)
 
-    playing = play.click(animate, [session, view], [slider] + pictures, **private)
+    playing = play.click(animate, [session, view], [slider] + pictures, **telling)
     stop.click(None, None, None, cancels=[playing], **private)
-    export.click(export_animation, [session, view, fmt], exported, **private)
+    export.click(export_animation, [session, view, fmt], exported, **telling)
     return dict(load=load, show_last=show_last, slider=slider, view=view, pictures=pictures)

@@ -18,6 +18,13 @@ log = logging.getLogger(__name__)
 
 GENERATE_QUEUE = "generate"  # the concurrency_id every generate listener shares
 
+# Instant handlers that may tell the user something (gr.Error / gr.Warning / gr.Info). Gradio shows those toasts only
+# for queued events: with queue=False a gr.Error is a bare HTTP 500 the page ignores, and gr.Info only reaches stdout.
+# So they are queued, with no concurrency limit (never waiting behind a generation) and no progress overlay.
+TELLING = dict(api_visibility="private", queue=True, concurrency_limit=None, show_progress="hidden")
+# Instant handlers that never message the user: no queue round trip.
+SILENT = dict(api_visibility="private", queue=False, show_progress="hidden")
+
 
 @dataclass
 class Session:
