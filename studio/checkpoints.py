@@ -328,8 +328,19 @@ def _hub_snapshot(repo_id: str) -> str:
         log.info("Downloading %s into the Hugging Face cache (once)...", repo_id)
         return snapshot_download(repo_id, allow_patterns=patterns)
     except Exception as exc:
-        first = str(exc).strip().split("\n")[0]
-        raise ModelError(f"Model '{repo_id}' is not in the Hugging Face cache and could not be downloaded: {first}") from exc
+        raise ModelError(f"Model '{repo_id}' is not in the Hugging Face cache and could not be downloaded: {_download_problem(exc)}") from exc
+
+
+def _download_problem(exc: BaseException) -> str:
+    """Why a download failed, in words: an unreachable hub says so instead of a nested transport error."""
+    chain, seen = exc, set()
+    while chain is not None and id(chain) not in seen:
+        seen.add(id(chain))
+        if "connect" in type(chain).__name__.lower() or isinstance(chain, (ConnectionError, TimeoutError)):
+            return "the Hugging Face hub cannot be reached (no network?)"
+        chain = chain.__cause__ or chain.__context__
+    text = str(exc).strip().split("\n")[0]
+    return text.removeprefix("Got: ") or type(exc).__name__
 
 
 def default_model_name(settings: Settings) -> str:

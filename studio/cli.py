@@ -11,24 +11,29 @@ from .config import add_engine_arguments, settings_from_args
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m studio")
-    sub = parser.add_subparsers(dest="command", required=True)
-    gen = sub.add_parser("generate", help="render images (text to image, image to image, inpainting)")
+    parser = argparse.ArgumentParser(prog="python -m studio", description="SD Studio from the command line. The web UI: python app.py")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="generate")
+    gen = sub.add_parser(
+        "generate",
+        help="render images (text to image, image to image, inpainting)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Render images without a browser; prints the paths of the PNGs written, one per line.",
+    )
     add_engine_arguments(gen)
-    gen.add_argument("--prompt", required=True)
-    gen.add_argument("--negative-prompt", default="")
-    gen.add_argument("--seed", type=int, default=-1, help="-1: random (the seed used is reported)")
-    gen.add_argument("--steps", type=int, default=20)
-    gen.add_argument("--cfg-scale", type=float, default=7.0)
-    gen.add_argument("--sampler", default="Euler a", help="A1111 name, e.g. 'DPM++ 2M Karras'")
-    gen.add_argument("--width", type=int, default=None)
-    gen.add_argument("--height", type=int, default=None)
-    gen.add_argument("--batch-size", type=int, default=1)
-    gen.add_argument("--batch-count", type=int, default=1)
+    gen.add_argument("--prompt", required=True, help="what to draw")
+    gen.add_argument("--negative-prompt", default="", help="what to avoid")
+    gen.add_argument("--seed", type=int, default=-1, help="-1: random (the seed used is reported); image i of a batch uses seed+i")
+    gen.add_argument("--steps", type=int, default=20, help="sampling steps")
+    gen.add_argument("--cfg-scale", type=float, default=7.0, help="classifier-free guidance: how closely to follow the prompt")
+    gen.add_argument("--sampler", default="Euler a", help="A1111 name, e.g. 'DPM++ 2M Karras', or alias, e.g. k_dpmpp_2m_ka")
+    gen.add_argument("--width", type=int, default=None, help="multiple of 8 (default: the model's size, or the input image's)")
+    gen.add_argument("--height", type=int, default=None, help="multiple of 8 (default: the model's size, or the input image's)")
+    gen.add_argument("--batch-size", type=int, default=1, help="images per sampling run")
+    gen.add_argument("--batch-count", type=int, default=1, help="sampling runs")
     gen.add_argument("--init-image", type=Path, default=None, help="image to start from (image to image)")
     gen.add_argument("--denoising-strength", type=float, default=0.75)
     gen.add_argument("--mask", type=Path, default=None, help="inpainting mask: white = repaint (needs --init-image)")
-    gen.add_argument("--mask-blur", type=int, default=4)
+    gen.add_argument("--mask-blur", type=int, default=4, help="pixels of blur at the mask's edge")
     gen.add_argument("--out", type=Path, default=None, help="outputs folder (same as --outputs)")
     gen.add_argument("-v", "--verbose", action="store_true")
     return parser
@@ -48,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     from .validation import decode_image
 
     try:
-        init = decode_image(args.init_image.read_bytes(), "--init-image", settings) if args.init_image else None
-        mask = decode_image(args.mask.read_bytes(), "--mask", settings) if args.mask else None
+        init = decode_image(args.init_image.read_bytes(), f"--init-image {args.init_image}", settings) if args.init_image else None
+        mask = decode_image(args.mask.read_bytes(), f"--mask {args.mask}", settings) if args.mask else None
         if mask is not None and init is None:
             raise RequestError("--mask needs --init-image (the image to inpaint).")
     except OSError as exc:

@@ -114,7 +114,7 @@ class Engine:
             if self.settings.model is not None:
                 raise
             self.notice = (
-                f"The default model {DEFAULT_MODEL} is not available ({exc}). Running on the random-weight 'tiny' "
+                f"The default model {DEFAULT_MODEL} is not available ({str(exc).rstrip('.')}). Running on the random-weight 'tiny' "
                 f"model, which draws noise. For real images, connect to the internet once (it downloads into the "
                 f"Hugging Face cache), or start with --model PATH_TO.safetensors or --models-dir FOLDER."
             )

@@ -92,10 +92,13 @@ def generators(seeds: list[int]) -> list[torch.Generator]:
 
 
 def quiet_library_logs() -> None:
-    """diffusers warns on every from_pipe(dtype=...) about fp32-kept modules, even when there are none."""
+    """diffusers warns on every from_pipe(dtype=...) about fp32-kept modules, even when there are none, and
+    transformers at import that its image processors fall back from torchvision (which we do not use)."""
     from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
 
     diffusers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
 
 
 # ---- device, dtype

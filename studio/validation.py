@@ -100,6 +100,8 @@ def decode_image(data: bytes, name: str, settings: Settings) -> Image.Image:
         image.load()
     except RequestError:
         raise
+    except Image.UnidentifiedImageError:
+        raise RequestError(f"{name} is not an image (PNG, JPEG, WebP, ... expected).") from None
     except Exception as exc:
-        raise RequestError(f"{name} is not a readable image ({type(exc).__name__}).") from None
+        raise RequestError(f"{name} is not a readable image ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'broken data'}).") from None
     return image
