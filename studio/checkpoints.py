@@ -230,6 +230,7 @@ class LoadedModel:
     model_hash: str  # 10 hex
     default_size: int
     notes: list[str] = field(default_factory=list)
+    task_pipelines: dict = field(default_factory=dict)  # Task → pipeline on `pipe`'s modules (pipelines.job_pipeline)
 
     @property
     def name(self) -> str:
@@ -394,6 +395,7 @@ class ModelCache:
         if model is None:
             return
         model.pipe = None
+        model.task_pipelines.clear()  # they hold the same modules: all references must go for the memory to go
         del model
         free_device_memory(self.device)
         log.info("Unloaded %s", name)

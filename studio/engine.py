@@ -30,7 +30,7 @@ from .pipelines import (
     paste_unmasked,
     resolve_device,
     resolve_dtype,
-    task_pipeline,
+    job_pipeline,
     make_scheduler,
     quiet_library_logs,
 )
@@ -302,7 +302,8 @@ class Engine:
             }
             if not slices:
                 break
-            pipe = task_pipeline(model.pipe, model.family, prepared[jobs[0]].task, make_scheduler(sampler, model.scheduler_config), self.dtype)
+            scheduler = make_scheduler(sampler, model.scheduler_config)
+            pipe = job_pipeline(model.task_pipelines, model.pipe, model.family, prepared[jobs[0]].task, scheduler, self.dtype)
             callback = self._step_callback(slices, decoder, clock, batch_index, first.batch_count)
             lead = next(iter(slices))
             arguments = self._pipeline_arguments(lead.request, prepared[lead], slices[lead])
@@ -440,7 +441,8 @@ class Engine:
         size = min(model.default_size, 512)
         request = GenerationRequest("warm-up", steps=2, width=size, height=size, seed=0)
         prepared = self._prepare(request, model)
-        pipe = task_pipeline(model.pipe, model.family, Task.TXT2IMG, make_scheduler(find_sampler("Euler"), model.scheduler_config), self.dtype)
+        scheduler = make_scheduler(find_sampler("Euler"), model.scheduler_config)
+        pipe = job_pipeline(model.task_pipelines, model.pipe, model.family, Task.TXT2IMG, scheduler, self.dtype)
         pipe(**self._pipeline_arguments(request, prepared, [0]), output_type="pil")
         log.info("Warm-up done in %.1f s", time.perf_counter() - started)
 

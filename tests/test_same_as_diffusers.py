@@ -92,3 +92,16 @@ def test_every_sampler_name_maps_to_a_scheduler(engine):
     for name in names:
         scheduler = make_scheduler(find_sampler(name), model.scheduler_config)
         assert scheduler.config.get("use_karras_sigmas", False) == name.endswith("Karras"), name
+
+
+def test_task_pipelines_are_kept_but_each_job_gets_a_fresh_scheduler(engine):
+    from studio.pipelines import job_pipeline, make_scheduler
+    from studio.requests import Task
+
+    model = engine.models.get("tiny")
+    built: dict = {}
+    first = job_pipeline(built, model.pipe, model.family, Task.IMG2IMG, make_scheduler(find_sampler("Euler"), model.scheduler_config), engine.dtype)
+    second_scheduler = make_scheduler(find_sampler("DPM++ 2M Karras"), model.scheduler_config)
+    second = job_pipeline(built, model.pipe, model.family, Task.IMG2IMG, second_scheduler, engine.dtype)
+    assert second is first and second.scheduler is second_scheduler
+    assert second.scheduler.config.use_karras_sigmas
