@@ -25,8 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     from studio.checkpoints import ModelError
     from studio.engine import Engine
     from studio.outputs import OutputStore
-    from studio.server import serve
+    from studio.server import private_gradio_cache, serve
     from studio.ui import build_ui
+
+    private_gradio_cache(settings.cache_dir)  # Gradio's copies of results and uploads: a 0700 folder of ours, not /tmp/gradio
 
     try:
         engine = Engine(settings, OutputStore(settings.outputs)).start()

@@ -9,9 +9,13 @@ studio's per-user routes (/studio), behind one login, served by uvicorn.
 
 import argparse
 import html
+import json
 import logging
+import os
+import re
 import sys
 import threading
+from collections import OrderedDict
 import webbrowser
 from pathlib import Path
 from typing import Optional
@@ -45,11 +49,12 @@ class LoginWall:
     """Every request needs a user: a session cookie from /login or HTTP Basic credentials (A1111's --api-auth).
     Strangers get the login page (browsers) or 401 (everything else). Also refuses bodies over MAX_BODY_BYTES."""
 
-    def __init__(self, app, users: Optional[Users], max_body: int = MAX_BODY_BYTES, file_guard=None):
+    def __init__(self, app, users: Optional[Users], max_body: int = MAX_BODY_BYTES, file_guard=None, cache_files=None):
         self.app = app
         self.users = users
         self.max_body = max_body
         self.file_guard = file_guard  # (user, path) -> bool, for Gradio's /gradio_api/file= route
+        self.cache_files: Optional[CacheFiles] = cache_files  # which Gradio cache files each user was handed
 
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket"):
@@ -67,6 +72,8 @@ class LoginWall:
         if self.file_guard is not None and "/file=" in path and not self.file_guard(user, path.split("/file=", 1)[1]):
             return await _send(send, 404, b'{"detail":"No such file among yours."}', b"application/json")
         scope.setdefault("state", {})["user"] = user
+        if self.cache_files is not None and scope["type"] == "http" and user != LOCAL_USER and "/file=" not in path:
+            send = self.cache_files.recording(user, send)
         return await self.app(scope, receive, send)
 
     async def _refuse(self, scope, headers, send):
@@ -108,10 +115,81 @@ def _safe_next(target: str) -> str:
     return target
 
 
-def _file_guard(outputs):
+def private_gradio_cache(cache_dir) -> Path:
+    """Point Gradio's file cache (its copies of results, previews and uploads; /tmp/gradio by default, shared and
+    world-readable) at `<cache_dir>/gradio`, mode 0700. Gradio reads GRADIO_TEMP_DIR when each component and the
+    app are created, so call this before build_ui(). An explicit GRADIO_TEMP_DIR from the operator wins."""
+    folder = Path(os.environ.get("GRADIO_TEMP_DIR") or Path(cache_dir).expanduser() / "gradio").resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        os.chmod(folder, 0o700)
+    except OSError as exc:
+        log.warning("Could not make Gradio's cache %s private (%s)", folder, exc)
+    os.environ["GRADIO_TEMP_DIR"] = str(folder)
+    return folder
+
+
+class CacheFiles:
+    """Which of Gradio's cache files (under `root`) each user was handed: a user may fetch a cache file only if the
+    server sent that path to that user (in an event's output, an upload's answer...). The paths are read from the
+    responses going out (JSON and server-sent events) — Gradio names every file it hands out there by its path."""
+
+    PER_USER = 20_000  # the most recent paths remembered per user
+
+    def __init__(self, root):
+        self.root = os.path.realpath(str(root))
+        self._pattern = re.compile(re.escape(self.root).encode() + rb'/(?:[^"\\\s]|\\.)+')
+        self._tail = len(self.root) + 1024  # a path split across two body chunks is still seen whole
+        self._lock = threading.Lock()
+        self._given: dict[str, OrderedDict] = {}
+
+    def contains(self, real: str) -> bool:
+        return os.path.commonpath([real, self.root]) == self.root
+
+    def record(self, user: str, body: bytes) -> None:
+        for match in self._pattern.finditer(body):
+            try:
+                text = json.loads(b'"' + match.group(0) + b'"')
+            except ValueError:
+                text = match.group(0).decode("utf-8", "replace")
+            real = os.path.normpath(text)
+            with self._lock:
+                given = self._given.setdefault(user, OrderedDict())
+                given[real] = True
+                given.move_to_end(real)
+                while len(given) > self.PER_USER:
+                    given.popitem(last=False)
+
+    def given_to(self, user: str, real: str) -> bool:
+        with self._lock:
+            return real in self._given.get(user, ())
+
+    def recording(self, user: str, send):
+        tail = b""
+        textual = False
+
+        async def wrapped(message):
+            nonlocal tail, textual
+            if message["type"] == "http.response.start":
+                headers = {k.lower(): v for k, v in message.get("headers", [])}
+                kind = headers.get(b"content-type", b"")
+                textual = (b"json" in kind or b"event-stream" in kind or b"text/" in kind) and b"content-encoding" not in headers
+            elif message["type"] == "http.response.body" and textual:
+                body = message.get("body", b"")
+                if body:
+                    chunk = tail + body
+                    if self.root.encode() in chunk:
+                        self.record(user, chunk)
+                    tail = chunk[-self._tail:]
+            await send(message)
+
+        return wrapped
+
+
+def _file_guard(outputs, cache_files: Optional[CacheFiles] = None):
     """Gradio may serve the outputs folder (the UI shows the saved PNGs): a user may fetch files under their own
-    outputs only. Paths are resolved first, so neither `..` nor a symlink gets out."""
-    import os
+    outputs only. Paths are resolved first, so neither `..` nor a symlink gets out. Gradio's cache (its copies of
+    results, previews, uploads): only the files the server handed to this user (see CacheFiles)."""
     from urllib.parse import unquote
 
     root = os.path.realpath(outputs.root)
@@ -120,10 +198,12 @@ def _file_guard(outputs):
         if raw.startswith(("http://", "https://")):
             return True  # Gradio's own proxy rules apply
         real = os.path.realpath(unquote(raw))
-        if os.path.commonpath([real, root]) != root:
-            return True  # not an output: Gradio's own allowed/blocked rules apply
         if user == LOCAL_USER:
             return True
+        if cache_files is not None and cache_files.contains(real):
+            return cache_files.given_to(user, real)
+        if os.path.commonpath([real, root]) != root:
+            return True  # not an output: Gradio's own allowed/blocked rules apply
         mine = os.path.realpath(outputs.owner_root(user))
         return os.path.commonpath([real, mine]) == mine
 
@@ -212,7 +292,10 @@ def create_app(blocks, engine, users: Optional[Users] = None, *, secure_cookies:
         show_error=True,
         **{k: v for k, v in (gradio_options or {}).items() if k in ("allowed_paths", "css", "js", "head", "theme")},
     )
-    return LoginWall(app, users, file_guard=_file_guard(engine.outputs))
+    from gradio.utils import get_upload_folder
+
+    cache_files = CacheFiles(get_upload_folder()) if users is not None else None
+    return LoginWall(app, users, file_guard=_file_guard(engine.outputs, cache_files), cache_files=cache_files)
 
 
 _ERROR_NAMES = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed",

@@ -71,6 +71,9 @@ def launch_options(engine) -> dict:
 
 
 def build_ui(engine) -> gr.Blocks:
+    from studio.server import private_gradio_cache
+
+    private_gradio_cache(engine.settings.cache_dir)  # before any component: Gradio reads GRADIO_TEMP_DIR per component
     with gr.Blocks(title="SD Studio") as blocks:
         session = gr.State(Session())
         banner = gr.Markdown(**_banner_kwargs(engine), elem_classes=["studio-banner"], elem_id="studio-banner")
