@@ -359,12 +359,15 @@ class ModelCache:
         self.attention = attention  # pipelines.AttentionChoice
         self.hashes = HashCache(settings.cache_dir / "hashes.json")
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._known: dict[str, ModelSource] = {}
 
     def loaded_names(self) -> list[str]:
         return list(self._loaded)
 
     def get(self, name: str) -> LoadedModel:
-        source = resolve_model(name, self.settings)
+        # A model is shown by name (a path given at start shows as its file name): known names come back as they
+        # were found, even after their model was unloaded.
+        source = self._known.get(name) or resolve_model(name, self.settings)
         if source.name in self._loaded:
             self._loaded.move_to_end(source.name)
             return self._loaded[source.name]
@@ -385,6 +388,7 @@ class ModelCache:
 
             make_fast(model, self.device, self.dtype)
         self._loaded[source.name] = model
+        self._known[source.name] = source
         log.info("Loaded %s (%s, hash %s) on %s in %s", source.name, model.family, model.model_hash, self.device, self.dtype)
         return model
 

@@ -45,6 +45,14 @@ def test_single_file_checkpoint_loads_offline_and_draws_the_same_image(engine, t
     assert engine.models.loaded_names() == ["tiny"]
 
 
+def test_a_model_given_by_path_is_found_again_by_its_name(engine, tiny_checkpoint):
+    loaded = engine.models.get(str(tiny_checkpoint))
+    assert loaded.name == "tiny-sd1.safetensors"
+    engine.models.get("tiny")  # evicts it (--max-models 1)
+    assert engine.models.get("tiny-sd1.safetensors").source.location == str(tiny_checkpoint)
+    engine.models.get("tiny")
+
+
 def test_models_dir_lists_checkpoints_like_a1111(tiny_checkpoint, tmp_path):
     root = tiny_checkpoint.parent
     (root / "sub").mkdir(exist_ok=True)
