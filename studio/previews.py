@@ -7,11 +7,11 @@ thread waits for the copy, builds the pictures and encodes them, so previews nev
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import queue
 import threading
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -28,18 +28,39 @@ LATENT_RGB["sd2"] = LATENT_RGB["sd1"]
 
 FRAME_MAX_SIDE = 512  # ComfyUI's cap: frames are for watching, not keeping
 CHANNEL_MAX_SIDE = 128
+LAZY_MAX_SIDE = 128  # pictures up to this size are kept raw and encoded when first looked at
 TAESD_IDS = {"sd1": "madebyollin/taesd", "sd2": "madebyollin/taesd", "sdxl": "madebyollin/taesdxl"}
 
 
-@dataclass(frozen=True)
 class StepFrames:
-    """One sampling step as pictures (JPEG bytes): what the image is becoming, the noisy latent, its 4 channels."""
+    """One sampling step as pictures (JPEG bytes): what the image is becoming, the noisy latent, its 4 channels.
 
-    step: int
-    total: int
-    x0: bytes
-    noisy: bytes
-    channels: tuple[bytes, bytes, bytes, bytes]
+    Latent-sized pictures are kept as small arrays and encoded on first use (the Step previews tab, an export):
+    most steps' frames are never looked at, and encoding six JPEGs a step would compete with the sampler for the
+    CPU. A decoded picture (TAESD / VAE, up to 512 px) is encoded at once, which keeps it small in memory.
+    """
+
+    def __init__(self, step: int, total: int, x0, noisy, channels):
+        self.step = step
+        self.total = total
+        self._x0 = x0
+        if max(x0.shape[:2]) > LAZY_MAX_SIDE:
+            self.__dict__["x0"] = encode_jpeg(_upscaled(Image.fromarray(x0)))  # fills the cached property
+            self._x0 = None
+        self._noisy = noisy
+        self._channels = channels
+
+    @functools.cached_property
+    def x0(self) -> bytes:
+        return encode_jpeg(_upscaled(Image.fromarray(self._x0)))
+
+    @functools.cached_property
+    def noisy(self) -> bytes:
+        return encode_jpeg(_upscaled(Image.fromarray(self._noisy)))
+
+    @functools.cached_property
+    def channels(self) -> tuple[bytes, bytes, bytes, bytes]:
+        return tuple(encode_jpeg(_upscaled(Image.fromarray(c), CHANNEL_MAX_SIDE)) for c in self._channels)
 
 
 def encode_jpeg(image: Image.Image, quality: int = 85) -> bytes:
@@ -121,16 +142,10 @@ class FrameSink:
             try:
                 if ready is not None:
                     ready.synchronize()
-                x0, noisy, channels = (t.numpy() for t in tensors)
+                # Copied out of the (pinned) transfer buffers, which go back to torch's cache.
+                x0, noisy, channels = (t.numpy().copy() for t in tensors)
                 x0_image = _upscaled(Image.fromarray(x0))
-                frames = StepFrames(
-                    step,
-                    total,
-                    encode_jpeg(x0_image),
-                    encode_jpeg(_upscaled(Image.fromarray(noisy))),
-                    tuple(encode_jpeg(_upscaled(Image.fromarray(c), CHANNEL_MAX_SIDE)) for c in channels),
-                )
-                deliver(frames, x0_image)
+                deliver(StepFrames(step, total, x0, noisy, channels), x0_image)
             except Exception:  # a broken frame must never take the job down
                 log.exception("preview frame %s failed", step)
             finally:
