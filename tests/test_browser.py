@@ -122,6 +122,13 @@ def test_text_to_image_streams_previews_then_the_result(browser_page):
     print(f"\n[browser] txt2img {STEPS} steps at {SIZE}px: {distinct} distinct preview frames seen; first preview after {first:.2f} s")
     assert distinct >= 3, f"only {distinct} preview frames seen"
     assert "Seed: 42" in page.input_value("#txt2img-infotext textarea")
+    assert page.inner_text("#txt2img-progress").strip() == "Done: 1 image"  # no Gradio timer text mixed in
+    assert page.get_attribute("#txt2img-preview img", "src").endswith(".png")  # the result, not the last JPEG preview
+    shown = page.evaluate("""() => { const g = document.querySelector('#txt2img-gallery').getBoundingClientRect();
+        const i = document.querySelector('#txt2img-gallery img').getBoundingClientRect();
+        return i.top >= g.top - 1 && i.bottom <= g.bottom + 1 && i.left >= g.left - 1 && i.right <= g.right + 1; }""")
+    assert shown, "the result image does not fit in the Results gallery"
+    assert "seed 42" in page.inner_text("#txt2img-gallery")  # its caption is visible
     assert page.locator("#txt2img-files a, #txt2img-files button").count() >= 1
     shot = _shot(page, "1-text-to-image")
     docs = ROOT / "docs"

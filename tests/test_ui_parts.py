@@ -105,3 +105,16 @@ def test_a_bad_request_is_a_gradio_error_with_the_engines_message(engine):
     with pytest.raises(gr.Error) as raised:
         next(stream_job(engine, Session(), "txt2img", GenerationRequest("x", width=100), "me"))
     assert "width must be a multiple of 8" in str(raised.value)
+
+
+def test_progress_line_is_clean_and_the_preview_ends_on_the_result(engine):
+    from studio.ui.streaming import queue_text
+
+    assert queue_text(0) == "Starting…"  # a job that is next up does not "wait in queue"
+    assert queue_text(2) == "Waiting in queue: 2 jobs ahead"
+    updates = list(stream_job(engine, Session(), "txt2img", GenerationRequest("p", steps=3, seed=5, width=64, height=64), "me"))
+    texts = [u[1] for u in updates if isinstance(u[1], str)]
+    assert "Starting…" in texts[0] and not any("next up" in t for t in texts)
+    preview, progress, gallery, _, files = updates[-1]
+    assert "Done: 1 image" in progress
+    assert preview == files[0] and preview.endswith(".png")  # the final image, not the last latent preview

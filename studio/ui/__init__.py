@@ -25,6 +25,8 @@ CSS = """
 .studio-progress-done { color: #15803d; font-weight: 600; }
 .studio-progress-cancelled { color: #b91c1c; }
 .studio-footer { font-size: 0.85em; color: var(--body-text-color-subdued); }
+/* Our own status lines: never Gradio's timer/"Error" overlay on them (their text would mix into ours). */
+.studio-quiet [data-testid="status-tracker"] { display: none !important; }
 """
 
 # On page load: the style sheet (so it applies however the server mounts the UI), and Ctrl+Enter (Cmd+Enter)

@@ -108,9 +108,11 @@ def build_panel(engine, tab: str, session: gr.State, size_label: str, inputs_blo
             with gr.Row():
                 generate = gr.Button("Generate", variant="primary", elem_id=f"{tab}-generate", elem_classes=["studio-generate"])
                 cancel = gr.Button("Cancel", variant="stop", elem_id=f"{tab}-cancel")
-            progress = gr.HTML("", elem_id=f"{tab}-progress")
+            progress = gr.HTML("", elem_id=f"{tab}-progress", elem_classes=["studio-quiet"])
             preview = gr.Image(label="Live preview", type="pil", format="jpeg", interactive=False, height=300, elem_id=f"{tab}-preview")
-            gallery = gr.Gallery(label="Results", format="png", columns=4, height=260, object_fit="contain", interactive=False, elem_id=f"{tab}-gallery")
+            # One result or many: the selected one large (whole, captioned), the others as thumbnails below it.
+            gallery = gr.Gallery(label="Results", format="png", columns=4, height=420, object_fit="contain", preview=True, selected_index=0,
+                                 interactive=False, elem_id=f"{tab}-gallery")
             with gr.Row():
                 reuse_seed = gr.Button(f"{RECYCLE} Reuse seed", size="sm", elem_id=f"{tab}-reuse-seed")
                 to_img2img = gr.Button("→ Image to image", size="sm", elem_id=f"{tab}-to-img2img")
@@ -161,8 +163,11 @@ def _wire_local(engine, p: Panel, session: gr.State, counter) -> None:
 
 
 def generate_listener(p: Panel, fn, inputs: list, api_name: str, trigger=None, **kwargs):
-    """Generate button (and Ctrl+Enter, which clicks it) → a streaming handler in the shared generate queue."""
-    trigger = trigger or p.generate.click
+    """Generate button (and Ctrl+Enter, which clicks it) → a streaming handler in the shared generate queue.
+    The button also clears the progress line at once (in the browser), so no text of the last run stays."""
+    if trigger is None:
+        trigger = p.generate.click
+        trigger(None, None, p.progress, js="() => ''", **SILENT)
     return trigger(
         fn,
         inputs,

@@ -65,7 +65,7 @@ def build(engine, session: gr.State) -> dict:
     with gr.Row():
         load = gr.Button("Show my last job", variant="primary", elem_id="steps-load")
         view = gr.Radio([X0, NOISY], value=X0, label="Frame", elem_id="steps-view")
-    caption = gr.Markdown("", elem_id="steps-caption")
+    caption = gr.Markdown("", elem_id="steps-caption", elem_classes=["studio-quiet"])
     slider = gr.Slider(1, 2, value=1, step=1, label="Step", elem_id="steps-slider")
     with gr.Row():
         main = gr.Image(label="Decoded frame", type="pil", format="png", interactive=False, height=320, elem_id="steps-main")

@@ -4,6 +4,7 @@ position and results — and a closed tab cancels its job."""
 
 from __future__ import annotations
 
+import html
 import logging
 import math
 from dataclasses import dataclass, field
@@ -71,8 +72,9 @@ def step_text(event: Step) -> str:
 
 
 def queue_text(position: int) -> str:
+    """Only a job that really waits behind others shows a queue position."""
     if position <= 0:
-        return "Waiting in queue: next up"
+        return "Starting…"
     return f"Waiting in queue: {position} job{'s' if position != 1 else ''} ahead"
 
 
@@ -93,7 +95,7 @@ def stream_job(engine, session: Session, tab: str, request: GenerationRequest, o
     session.jobs[tab] = job
     session.last_job = job
     skip = gr.skip()
-    yield None, progress_html("Queued…"), skip, skip, skip
+    yield None, progress_html("Starting…"), skip, skip, skip
     try:
         for event in job.events():
             if isinstance(event, Queued):
@@ -118,8 +120,10 @@ def stream_job(engine, session: Session, tab: str, request: GenerationRequest, o
                 infotext = event.images[0].infotext if event.images else ""
                 note = " (finished early)" if event.skipped else ""
                 done = f"Done{note}: {len(paths)} image{'s' if len(paths) != 1 else ''}"
-                yield skip, progress_html(done, "done"), gallery, infotext, paths
+                final = paths[0] if paths else skip  # the live preview ends on the result, not the last latent
+                yield final, progress_html(done, "done"), gallery, infotext, paths
             elif isinstance(event, Failed):
+                yield skip, progress_html(f"Failed: {html.escape(event.message)}", "cancelled"), skip, skip, skip
                 raise gr.Error(event.message, print_exception=False)
             elif isinstance(event, Cancelled):
                 gr.Info("Cancelled.")
