@@ -101,6 +101,9 @@ def test_instant_buttons_tell_the_user_on_a_fresh_page(browser_page):
     _toast(page, "No seed yet: generate once first.")
     assert page.input_value("#txt2img-seed input") == "-1"
     assert "Text to image" in page.inner_text("button[role=tab][aria-selected=true]")  # no tab switch
+    _set_slider(page, "txt2img-width", 48)  # no such size: it snaps to the minimum
+    page.wait_for_function("() => document.querySelector('#txt2img-width input[type=number]').value === '64'", timeout=10_000)
+    _set_slider(page, "txt2img-width", 0)
 
 
 def test_text_to_image_streams_previews_then_the_result(browser_page):

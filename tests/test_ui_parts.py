@@ -118,3 +118,10 @@ def test_progress_line_is_clean_and_the_preview_ends_on_the_result(engine):
     preview, progress, gallery, _, files = updates[-1]
     assert "Done: 1 image" in progress
     assert preview == files[0] and preview.endswith(".png")  # the final image, not the last latent preview
+
+
+def test_impossible_sizes_snap_to_default_or_the_minimum():
+    from studio.ui.panel import MIN_SIZE, snap_size
+
+    assert MIN_SIZE == 64
+    assert [snap_size(v) for v in (0, 8, 24, 32, 56, 64, 512)] == [0, 0, 0, 64, 64, 64, 512]

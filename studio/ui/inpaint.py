@@ -69,7 +69,7 @@ def build(engine, session: gr.State) -> Panel:
         return dict(editor=editor, inpainting_mask_invert=invert, mask_blur=mask_blur, denoising_strength=denoising_strength,
                     api_init=api_init, api_mask=api_mask, api_trigger=api_trigger)
 
-    panel = build_panel(engine, TAB, session, size_label="0 = the input image's size", inputs_block=inputs)
+    panel = build_panel(engine, TAB, session, size_label="0 = the input image's size; otherwise 64 or more", inputs_block=inputs)
 
     def run(fields: tuple, init_image, mask, denoising_strength, mask_blur, inpainting_mask_invert, state: Session, owner: str):
         if init_image is None:

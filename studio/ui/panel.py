@@ -75,6 +75,20 @@ def size(value: Any, name: str) -> Optional[int]:
     return whole(value, name)
 
 
+MIN_SIZE = 64  # the engine's smallest width/height
+
+
+def snap_size(value: Any) -> Any:
+    """Sizes between 0 (default) and MIN_SIZE do not exist: a slider set there snaps to the nearer of the two."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return value
+    if 0 < v < MIN_SIZE:
+        return 0 if v < MIN_SIZE / 2 else MIN_SIZE
+    return value
+
+
 def build_panel(engine, tab: str, session: gr.State, size_label: str, inputs_block: Optional[Callable[[], dict]] = None) -> Panel:
     info = engine.info()
     counter = counter_for(str(getattr(engine.settings, "cache_dir", "") or ""))
@@ -132,6 +146,8 @@ def _wire_local(engine, p: Panel, session: gr.State, counter) -> None:
     p.prompt.change(lambda text: token_counter_html(counter, text), p.prompt, p.prompt_tokens, trigger_mode="always_last", **hidden)
     p.negative_prompt.change(lambda text: token_counter_html(counter, text), p.negative_prompt, p.negative_tokens, trigger_mode="always_last", **hidden)
     p.dice.click(lambda: -1, None, p.seed, **hidden)
+    for slider in (p.width, p.height):
+        slider.change(lambda v: gr.skip() if snap_size(v) == v else snap_size(v), slider, slider, trigger_mode="always_last", **hidden)
 
     def last_seed(s: Session):
         if s is None or p.tab not in s.last_seed:

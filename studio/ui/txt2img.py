@@ -30,7 +30,7 @@ def common_fields(prompt, negative_prompt, sampler_name, steps, cfg_scale, width
 
 
 def build(engine, session: gr.State) -> Panel:
-    panel = build_panel(engine, TAB, session, size_label="0 = the model's default size")
+    panel = build_panel(engine, TAB, session, size_label="0 = the model's default size; otherwise 64 or more")
 
     def txt2img(prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count, model,
                 state: Session, request: gr.Request):
