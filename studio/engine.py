@@ -9,6 +9,7 @@ import logging
 import random
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Optional
 
@@ -99,6 +100,7 @@ class Engine:
         self.running_jobs: list[Job] = []  # several when jobs of different users share one batch
         self._decoders: dict[str, PreviewDecoder] = {}
         self._worker: Optional[threading.Thread] = None
+        self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="saver")  # FIFO: a job's saves, then its event
         self._stop = threading.Event()
         self._step_seconds = 0.0  # moving average, for queue ETAs
 
@@ -134,6 +136,7 @@ class Engine:
             job.cancel()
         if self._worker:
             self._worker.join(timeout=30)
+        self._saver.shutdown(wait=True)  # images already made are written before the engine stops
 
     def info(self) -> EngineInfo:
         return EngineInfo(
@@ -185,10 +188,14 @@ class Engine:
             if not group:
                 continue
             self.running_jobs = group
+            failed = True
             try:
-                for member, event in self._run_group(group).items():
-                    if not member.done:
-                        member.emit(event)
+                finishers = self._run_group(group)
+                self.frames.flush()  # every preview reaches its job before the job's final images
+                for member, finish in finishers.items():
+                    # Saving (PNG encoding, fsync) happens on the saver thread while the next job samples.
+                    self._saver.submit(self._finish, member, finish)
+                failed = False
             except torch.cuda.OutOfMemoryError:
                 log.warning("%s ran out of GPU memory", ", ".join(j.id for j in group))
                 self._fail(group, "Out of GPU memory: try a smaller size or batch, or fewer models kept loaded.")
@@ -200,8 +207,17 @@ class Engine:
             finally:
                 self.running_jobs = []
                 self.frames.flush()
-                if any(j.status != "finished" for j in group):
+                if failed or any(j.cancel_requested.is_set() for j in group):
                     free_device_memory(self.device)
+
+    def _finish(self, job: Job, finish) -> None:
+        try:
+            event = finish()
+        except Exception as exc:  # e.g. a full disk: this job fails, the studio goes on
+            log.exception("%s: saving failed", job.id)
+            event = Failed(f"The images could not be saved: {type(exc).__name__}: {exc}")
+        if not job.done:
+            job.emit(event)
 
     @property
     def running(self) -> Optional[Job]:
@@ -278,12 +294,13 @@ class Engine:
         return PreparedJob(task, width, height, seeds, init, mask, notes)
 
     def _run(self, job: Job):
-        """Run one job to its terminal event (benchmarks call this directly, on the caller's thread)."""
-        return self._run_group([job])[job]
+        """Run one job to its terminal event, saving included (benchmarks call this directly, on their thread)."""
+        return self._run_group([job])[job]()
 
     def _run_group(self, jobs: list[Job]) -> dict:
-        """Run jobs that share a model and settings; returns each job's terminal event. A group of several is a
-        dynamic batch: one txt2img pipeline call whose batch holds every job's images, each with its own seed."""
+        """Run jobs that share a model and settings. Returns, per job, a function that saves its images and gives
+        its terminal event. A group of several is a dynamic batch: one txt2img pipeline call whose batch holds every
+        job's images, each with its own seed."""
         first = jobs[0].request
         model = self.models.get(first.model or self.current_model)
         sampler = find_sampler(first.sampler_name)
@@ -291,7 +308,7 @@ class Engine:
         prepared = {job: self._prepare(job.request, model) for job in jobs}
         for job in jobs:
             job.emit(Started(model.name, prepared[job].seeds, prepared[job].notes + model.notes))
-        saved: dict = {job: [] for job in jobs}
+        results: dict = {job: [] for job in jobs}  # (image, infotext, seed), saved by the finisher
         clock = _StepClock()
         skipped = set()
         for batch_index in range(first.batch_count):  # several jobs only ever have batch_count 1
@@ -318,12 +335,23 @@ class Engine:
                     job_prepared = prepared[job]
                     if job_prepared.task is Task.INPAINT:
                         image = paste_unmasked(pipe, job_prepared.mask, job_prepared.init_image, image)
-                    infotext = self._infotext(job.request, job_prepared, model, sampler, seed)
-                    saved[job].append(SavedImage(str(self.outputs.save_png(image, infotext, seed, owner=job.owner)), seed, infotext))
+                    results[job].append((image, self._infotext(job.request, job_prepared, model, sampler, seed), seed))
                 if job.skip_requested.is_set():
                     skipped.add(job)
         self._step_seconds = clock.seconds_per_step or self._step_seconds
-        return {job: Cancelled() if job.cancel_requested.is_set() else Finished(saved[job], job in skipped) for job in jobs}
+        return {job: self._finisher(job, results[job], job in skipped) for job in jobs}
+
+    def _finisher(self, job: Job, results: list, skipped: bool):
+        def finish():
+            if job.cancel_requested.is_set():
+                return Cancelled()
+            saved = [
+                SavedImage(str(self.outputs.save_png(image, infotext, seed, owner=job.owner)), seed, infotext)
+                for image, infotext, seed in results
+            ]
+            return Finished(saved, skipped)
+
+        return finish
 
     def _group_arguments(self, slices: dict) -> dict:
         """Prompts, negative prompts and generators for a dynamic batch: one entry per image, so image i is drawn
