@@ -17,7 +17,7 @@ VOCAB_SIZE = 49408
 _MERGE_COUNT = 49152 - 256 - 2
 
 
-def _bytes_to_unicode() -> dict[int, str]:
+def bytes_to_unicode() -> dict[int, str]:
     # The byte ↔ printable-character table of GPT-2/CLIP BPE.
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     cs = bs[:]
@@ -51,7 +51,7 @@ def write_clip_tokenizer(folder: Path, pad_token: str = "<|endoftext|>") -> Path
         return folder
     lines = gzip.decompress(_bpe_source()).decode("utf-8").split("\n")
     merges = lines[1 : _MERGE_COUNT + 1]
-    alphabet = list(_bytes_to_unicode().values())
+    alphabet = list(bytes_to_unicode().values())
     vocab_list = alphabet + [a + "</w>" for a in alphabet] + ["".join(m.split()) for m in merges]
     vocab_list += ["<|startoftext|>", "<|endoftext|>"]
     assert len(vocab_list) == VOCAB_SIZE, len(vocab_list)

@@ -11,6 +11,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Optional
 
+from ..tokenizers import bytes_to_unicode  # plain Python: no torch
+
 try:
     import regex as _re
 
@@ -25,18 +27,6 @@ except ImportError:  # pragma: no cover - `regex` comes with transformers
 WINDOW = 75  # CLIP sees 77 positions: start, 75 prompt tokens, end
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, (chr(c) for c in cs)))
-
-
 class TokenCounter:
     def __init__(self, merges_file: Optional[Path]):
         self.exact = merges_file is not None
@@ -45,7 +35,7 @@ class TokenCounter:
             lines = Path(merges_file).read_text(encoding="utf-8").split("\n")
             merges = [tuple(line.split()) for line in lines if line and not line.startswith("#version")]
             self._ranks = {pair: i for i, pair in enumerate(merges) if len(pair) == 2}
-        self._byte_encoder = _bytes_to_unicode()
+        self._byte_encoder = bytes_to_unicode()
         self._cache: dict[str, int] = {}
 
     def _bpe_length(self, word: str) -> int:
