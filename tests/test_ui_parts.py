@@ -3,6 +3,7 @@ per-session cancel, and the rule that the UI imports no torch."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -84,6 +85,9 @@ def test_step_previews_frames_and_animation_export(engine):
         assert path.endswith(ext)
         with Image.open(path) as animation:
             assert animation.n_frames == len(job.step_frames)
+    again = step_previews.export_animation(session, step_previews.X0, "GIF")  # same job, same view: overwritten
+    assert os.path.dirname(again) == os.path.dirname(path) == step_previews.exports_folder()  # one folder, not one per export
+    assert len(os.listdir(step_previews.exports_folder())) >= 2
     empty = step_previews.frame_view(Session(), 1, step_previews.X0)
     assert empty[0] is None and "No step frames" in empty[-1]
 

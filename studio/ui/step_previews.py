@@ -3,9 +3,12 @@ becoming, or the noisy latent) and the 4 latent channels as grayscale images; pl
 
 from __future__ import annotations
 
+import atexit
 import io
 import os
+import shutil
 import tempfile
+import threading
 import time
 from typing import Optional
 
@@ -18,6 +21,29 @@ TAB = "steps"
 X0 = "x0 estimate (what the image is becoming)"
 NOISY = "noisy latent (what the sampler holds)"
 PLAY_FPS = 8
+EXPORT_MAX_AGE_S = 3600  # older exports are removed at the next export
+
+_exports_lock = threading.Lock()
+_exports_folder: Optional[str] = None
+
+
+def exports_folder() -> str:
+    """One folder for every exported animation of this process (Gradio serves copies from its cache): old exports
+    are pruned as new ones come, and the folder is removed when the process exits."""
+    global _exports_folder
+    with _exports_lock:
+        if _exports_folder is None or not os.path.isdir(_exports_folder):
+            _exports_folder = tempfile.mkdtemp(prefix="studio-steps-")
+            atexit.register(shutil.rmtree, _exports_folder, True)
+        folder = _exports_folder
+    now = time.time()
+    for entry in os.scandir(folder):
+        try:
+            if now - entry.stat().st_mtime > EXPORT_MAX_AGE_S:
+                os.remove(entry.path)
+        except OSError:
+            pass
+    return folder
 
 
 def _open(data: bytes) -> Image.Image:
@@ -48,10 +74,9 @@ def export_animation(session: Optional[Session], view: str, fmt: str) -> str:
     if not frames:
         raise gr.Error("Nothing to export yet: generate something first.", print_exception=False)
     images = [_open(f.noisy if view == NOISY else f.x0).convert("RGB") for f in frames]
-    folder = tempfile.mkdtemp(prefix="studio-steps-")
     job = session.last_job
     ext = "webp" if fmt.lower().startswith("webp") else "gif"
-    path = os.path.join(folder, f"{job.id if job else 'steps'}-{'noisy' if view == NOISY else 'x0'}.{ext}")
+    path = os.path.join(exports_folder(), f"{job.id if job else 'steps'}-{'noisy' if view == NOISY else 'x0'}.{ext}")
     durations = [120] * (len(images) - 1) + [1200]  # hold the last frame
     if ext == "gif":
         images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0, optimize=False)
