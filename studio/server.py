@@ -100,12 +100,27 @@ async def _send(send, status: int, body: bytes, content_type: bytes, extra=()):
 
 _LOGIN_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>SD Studio — log in</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<style>body{{font-family:system-ui,sans-serif;display:flex;justify-content:center;margin-top:12vh;background:#f6f6f7}}
-form{{background:#fff;padding:2em;border-radius:8px;box-shadow:0 1px 4px #0002;display:grid;gap:.8em;min-width:18em}}
-.err{{color:#b00020}}</style></head><body><form method="post" action="/login">
-<h2>SD Studio</h2>{error}<label>User <input name="username" autocomplete="username" autofocus required></label>
-<label>Password <input name="password" type="password" autocomplete="current-password" required></label>
+<style>body{{font-family:system-ui,sans-serif;display:flex;justify-content:center;margin:12vh 1em 0;background:#f6f6f7;color:#1f2937}}
+form{{background:#fff;padding:2em;border-radius:10px;box-shadow:0 1px 4px #0002;display:grid;gap:1em;width:20em}}
+h2{{margin:0 0 .2em}}label{{display:grid;gap:.35em;font-size:.9em;font-weight:600}}
+input{{font:inherit;font-weight:400;padding:.55em .7em;border:1px solid #d1d5db;border-radius:6px;width:100%;box-sizing:border-box}}
+input:focus{{outline:2px solid #f97316;outline-offset:0;border-color:#f97316}}
+button{{font:inherit;font-weight:600;padding:.6em;border:0;border-radius:6px;background:#f97316;color:#fff;cursor:pointer}}
+button:hover{{background:#ea580c}}.err{{color:#b00020;margin:0}}</style></head><body><form method="post" action="/login">
+<h2>SD Studio</h2>{error}<label>User <input name="username" value="{username}" autocomplete="username" {user_focus} required></label>
+<label>Password <input name="password" type="password" autocomplete="current-password" {password_focus} required></label>
 <input type="hidden" name="next" value="{next}"><button type="submit">Log in</button></form></body></html>"""
+
+
+def login_page_html(next_path: str, username: str = "", error: str = "") -> str:
+    """The login form; after a wrong password the user name stays filled in and the password field has the focus."""
+    return _LOGIN_PAGE.format(
+        error=f'<p class="err">{html.escape(error)}</p>' if error else "",
+        username=html.escape(username),
+        user_focus="" if username else "autofocus",
+        password_focus="autofocus" if username else "",
+        next=html.escape(_safe_next(next_path)),
+    )
 
 
 def _safe_next(target: str) -> str:
@@ -231,7 +246,7 @@ def create_app(blocks, engine, users: Optional[Users] = None, *, secure_cookies:
     def login_page(request: Request, next: str = "/"):
         if users is None:
             return RedirectResponse("/", status_code=303)
-        return HTMLResponse(_LOGIN_PAGE.format(error="", next=html.escape(_safe_next(next))))
+        return HTMLResponse(login_page_html(next))
 
     @app.post("/login", include_in_schema=False)
     async def login(request: Request):
@@ -242,8 +257,7 @@ def create_app(blocks, engine, users: Optional[Users] = None, *, secure_cookies:
         password = (form.get("password") or [""])[0]
         target = _safe_next((form.get("next") or ["/"])[0])
         if not users.check(name, password):
-            page = _LOGIN_PAGE.format(error='<p class="err">Wrong user name or password.</p>', next=html.escape(target))
-            return HTMLResponse(page, status_code=401)
+            return HTMLResponse(login_page_html(target, name, "Wrong user name or password."), status_code=401)
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(SESSION_COOKIE, users.make_session(name), max_age=SESSION_SECONDS, httponly=True,
                             samesite="lax", secure=secure_cookies)

@@ -55,3 +55,17 @@ def test_cache_is_private_and_per_user(server, engine):
             assert b.get(url).status_code == 404, path  # not for anyone else, even with the exact link
         # a file bob was never handed, beside his own: still refused
         assert b.get(f"/gradio_api/file={cache}/{'0' * 64}/x.png").status_code == 404
+
+
+def test_wrong_password_keeps_the_user_name_and_the_ui_says_who_is_logged_in(server):
+    import types
+
+    from studio.ui import user_markdown
+
+    with server.client() as stranger:
+        page = stranger.post("/login", data={"username": "alice<b>", "password": "nope", "next": "/"})
+        assert page.status_code == 401 and "Wrong user name or password." in page.text
+        assert 'value="alice&lt;b&gt;"' in page.text  # kept, escaped
+        assert 'name="password" type="password" autocomplete="current-password" autofocus' in page.text
+    assert "alice" in user_markdown(types.SimpleNamespace(username="alice")) and "/logout" in user_markdown(types.SimpleNamespace(username="alice"))
+    assert user_markdown(types.SimpleNamespace(username="local")) == "" and user_markdown(None) == ""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import json
 from pathlib import Path
+from typing import Optional
 
 import gradio as gr
 
@@ -60,6 +61,16 @@ def footer_markdown(engine) -> str:
     )
 
 
+def user_markdown(request: Optional[gr.Request]) -> str:
+    """With logins: who is logged in, and a way out."""
+    from studio.auth import LOCAL_USER
+
+    user = getattr(request, "username", None) if request is not None else None
+    if not user or user == LOCAL_USER:
+        return ""
+    return f" · Logged in as **{html.escape(user)}** · <a href='/logout' id='studio-logout'>Log out</a>"
+
+
 def banner_update(engine):
     notice = engine.info().notice
     return gr.Markdown(f"⚠️ {notice}" if notice else "", visible=bool(notice))
@@ -96,7 +107,10 @@ def build_ui(engine) -> gr.Blocks:
             _wire_sends(panel, tabs, i2i, inp, session, TELLING)
         _wire_png_info(info, t2i, tabs, TELLING)
         steps_tab.select(steps["show_last"], [session, steps["view"]], [steps["slider"]] + steps["pictures"], **SILENT)
-        blocks.load(lambda: (footer_markdown(engine), banner_update(engine)), None, [footer, banner], **SILENT)
+        def on_load(request: gr.Request):
+            return footer_markdown(engine) + user_markdown(request), banner_update(engine)
+
+        blocks.load(on_load, None, [footer, banner], **SILENT)
         blocks.load(None, None, None, js=SHORTCUTS_JS, **SILENT)
     return blocks
 
@@ -141,4 +155,4 @@ def _wire_png_info(info: dict, t2i: Panel, tabs, private) -> None:
     info["send"].click(send, info["table"], [tabs, *targets.values()], **private)
 
 
-__all__ = ["build_ui", "launch_options", "footer_markdown"]
+__all__ = ["build_ui", "launch_options", "footer_markdown", "user_markdown"]
