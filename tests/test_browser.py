@@ -110,7 +110,7 @@ def test_text_to_image_streams_previews_then_the_result(browser_page):
     page = browser_page
     page.fill("#txt2img-prompt textarea", "a lighthouse at dusk, dramatic sky, oil painting")
     assert "/75" in page.inner_text("#txt2img-prompt-tokens")
-    for name, value in (("steps", STEPS), ("width", SIZE), ("height", SIZE)):
+    for name, value in (("steps", STEPS), ("width", SIZE), ("height", SIZE), ("batch-size", 2)):
         _set_slider(page, f"txt2img-{name}", value)
     page.fill("#txt2img-seed input", "42")
     page.locator("#txt2img-seed input").press("Tab")
@@ -125,7 +125,7 @@ def test_text_to_image_streams_previews_then_the_result(browser_page):
     print(f"\n[browser] txt2img {STEPS} steps at {SIZE}px: {distinct} distinct preview frames seen; first preview after {first:.2f} s")
     assert distinct >= 3, f"only {distinct} preview frames seen"
     assert "Seed: 42" in page.input_value("#txt2img-infotext textarea")
-    assert page.inner_text("#txt2img-progress").strip() == "Done: 1 image"  # no Gradio timer text mixed in
+    assert page.inner_text("#txt2img-progress").strip() == "Done: 2 images"  # no Gradio timer text mixed in
     assert page.get_attribute("#txt2img-preview img", "src").endswith(".png")  # the result, not the last JPEG preview
     shown = page.evaluate("""() => { const g = document.querySelector('#txt2img-gallery').getBoundingClientRect();
         const i = document.querySelector('#txt2img-gallery img').getBoundingClientRect();
@@ -133,6 +133,7 @@ def test_text_to_image_streams_previews_then_the_result(browser_page):
     assert shown, "the result image does not fit in the Results gallery"
     assert "seed 42" in page.inner_text("#txt2img-gallery")  # its caption is visible
     assert page.locator("#txt2img-files a, #txt2img-files button").count() >= 1
+    assert page.locator("#txt2img-files .label-clear-button:visible").count() == 0  # downloads only, no "remove" ×
     shot = _shot(page, "1-text-to-image")
     docs = ROOT / "docs"
     docs.mkdir(exist_ok=True)

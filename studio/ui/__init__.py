@@ -28,6 +28,8 @@ CSS = """
 .studio-footer { font-size: 0.85em; color: var(--body-text-color-subdued); }
 /* Our own status lines: never Gradio's timer/"Error" overlay on them (their text would mix into ours). */
 .studio-quiet [data-testid="status-tracker"] { display: none !important; }
+/* Downloads are read-only: Gradio 6 draws a "remove" × beside each file of a multi-file list even when not interactive. */
+.studio-downloads .label-clear-button { display: none !important; }
 """
 
 # On page load: the style sheet (so it applies however the server mounts the UI), and Ctrl+Enter (Cmd+Enter)

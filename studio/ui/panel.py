@@ -132,7 +132,8 @@ def build_panel(engine, tab: str, session: gr.State, size_label: str, inputs_blo
                 to_img2img = gr.Button("→ Image to image", size="sm", elem_id=f"{tab}-to-img2img")
                 to_inpaint = gr.Button("→ Inpainting", size="sm", elem_id=f"{tab}-to-inpaint")
             infotext = gr.Textbox(label="Parameters", lines=3, interactive=False, buttons=["copy"], elem_id=f"{tab}-infotext")
-            files = gr.File(label="Download PNG (with parameters)", file_count="multiple", interactive=False, elem_id=f"{tab}-files")
+            files = gr.File(label="Download PNG (with parameters)", file_count="multiple", interactive=False,
+                            allow_reordering=False, elem_id=f"{tab}-files", elem_classes=["studio-downloads"])
 
     panel = Panel(tab, prompt, negative_prompt, prompt_tokens, negative_tokens, sampler_name, steps, cfg_scale, width, height,
                   seed, dice, recycle, batch_size, batch_count, model, generate, cancel, preview, progress, gallery, infotext,
