@@ -129,3 +129,16 @@ def test_impossible_sizes_snap_to_default_or_the_minimum():
 
     assert MIN_SIZE == 64
     assert [snap_size(v) for v in (0, 8, 24, 32, 56, 64, 512)] == [0, 0, 0, 64, 64, 64, 512]
+
+
+def test_clear_mask_keeps_the_image():
+    import gradio as gr
+
+    image = Image.new("RGBA", (32, 32), (10, 20, 30, 255))
+    stroke = Image.new("RGBA", (32, 32), (0, 0, 0, 0))
+    ImageDraw.Draw(stroke).rectangle([4, 4, 12, 12], fill=(255, 255, 255, 255))
+    cleared = inpaint.without_mask({"background": image, "layers": [stroke], "composite": image})
+    assert cleared["background"] is image and cleared["layers"] == []
+    init, mask = inpaint.mask_from_editor(cleared)
+    assert init is not None and mask.getbbox() is None
+    assert isinstance(inpaint.without_mask(None), type(gr.skip()))

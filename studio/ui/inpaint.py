@@ -14,7 +14,7 @@ from PIL import Image, ImageChops, ImageOps
 from studio.requests import GenerationRequest, RequestError
 
 from .panel import Panel, build_panel, generate_listener, whole
-from .streaming import Session, owner_of, stream_job
+from .streaming import TELLING, Session, owner_of, stream_job
 from .txt2img import common_fields
 
 TAB = "inpaint"
@@ -43,6 +43,15 @@ def mask_from_editor(value) -> tuple[Optional[Image.Image], Optional[Image.Image
     return init, mask
 
 
+def without_mask(value):
+    """The editor's value with its background and no painted layers (the editor's own 🗑 also drops the image)."""
+    background = value.get("background") if value else None
+    if background is None:
+        gr.Info("No image to clear the mask of.")
+        return gr.skip()
+    return {"background": background, "layers": [], "composite": background}
+
+
 def build(engine, session: gr.State) -> Panel:
     def inputs():
         editor = gr.ImageEditor(
@@ -58,6 +67,7 @@ def build(engine, session: gr.State) -> Panel:
             height=420,
             elem_id=f"{TAB}-editor",
         )
+        clear_mask = gr.Button("Clear mask (keep the image)", size="sm", elem_id=f"{TAB}-clear-mask")
         with gr.Row():
             invert = gr.Checkbox(False, label="Invert mask (repaint what is NOT painted)", elem_id=f"{TAB}-invert")
             mask_blur = gr.Slider(0, 64, value=4, step=1, label="Mask blur", elem_id=f"{TAB}-mask-blur")
@@ -66,7 +76,7 @@ def build(engine, session: gr.State) -> Panel:
         api_init = gr.Image(type="pil", image_mode="RGB", format="png", visible=False, label="init_image")
         api_mask = gr.Image(type="pil", image_mode="L", format="png", visible=False, label="mask")
         api_trigger = gr.Button("inpaint (API)", visible=False)
-        return dict(editor=editor, inpainting_mask_invert=invert, mask_blur=mask_blur, denoising_strength=denoising_strength,
+        return dict(editor=editor, clear_mask=clear_mask, inpainting_mask_invert=invert, mask_blur=mask_blur, denoising_strength=denoising_strength,
                     api_init=api_init, api_mask=api_mask, api_trigger=api_trigger)
 
     panel = build_panel(engine, TAB, session, size_label="0 = the input image's size; otherwise 64 or more", inputs_block=inputs)
@@ -106,6 +116,7 @@ def build(engine, session: gr.State) -> Panel:
         yield from run(fields, init_image, mask, denoising_strength, mask_blur, inpainting_mask_invert, state, owner_of(request))
 
     x = panel.extra
+    x["clear_mask"].click(without_mask, x["editor"], x["editor"], **TELLING)
     generate_listener(
         panel, inpaint_editor,
         panel.parameter_inputs() + [x["editor"], x["denoising_strength"], x["mask_blur"], x["inpainting_mask_invert"], session],
