@@ -16,8 +16,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
-import threading
 import time
 import traceback
 from pathlib import Path

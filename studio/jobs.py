@@ -23,7 +23,6 @@ class EventChannel:
     def __init__(self):
         self._cond = threading.Condition()
         self._pending: deque = deque()
-        self._done = False
 
     def put(self, event) -> None:
         with self._cond:

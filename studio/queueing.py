@@ -83,9 +83,9 @@ class FairQueue:
                 return None
             mine = list(jobs).index(job)
             ahead = 0
-            owners = list(self._by_owner.items())
-            my_turn = [o for o, _ in owners].index(job.owner)
-            for index, (owner, queued) in enumerate(owners):
+            owners = list(self._by_owner)
+            my_turn = owners.index(job.owner)
+            for index, queued in enumerate(self._by_owner.values()):
                 # Each full round serves one job per owner; owners before ours in the rotation get one more.
                 ahead += min(len(queued), mine + (1 if index < my_turn else 0))
             return ahead

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 from PIL import Image
 from server_support import SMALL, free_port, live_server
 

@@ -4,7 +4,6 @@ the same request), and bad input comes back as the engine's message."""
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
