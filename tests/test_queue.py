@@ -32,3 +32,22 @@ def test_cap_per_user_has_a_message():
     with pytest.raises(QueueFullError, match="the limit is 1"):
         queue.put(_job("a"))
     queue.put(_job("b"))  # another user is not affected
+
+
+def test_a_slow_consumer_gets_the_newest_frame_not_a_backlog():
+    from PIL import Image
+
+    from studio.jobs import EventChannel
+    from studio.requests import Finished, Preview, Started, Step
+
+    channel = EventChannel()
+    channel.put(Started("tiny", [1]))
+    for step in range(1, 101):  # the sampler runs on while nobody reads
+        channel.put(Step(step, 100, 0.0))
+        channel.put(Preview(step, 100, Image.new("RGB", (8, 8))))
+    channel.put(Finished([]))
+    events = []
+    while (event := channel.get(timeout=0)) is not None:
+        events.append(event)
+    assert [type(e) for e in events] == [Started, Step, Preview, Finished]
+    assert events[1].step == events[2].step == 100
