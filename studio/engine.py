@@ -102,7 +102,7 @@ class Engine:
         self._worker: Optional[threading.Thread] = None
         self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="saver")  # FIFO: a job's saves, then its event
         self._stop = threading.Event()
-        self._step_seconds = 0.0  # moving average, for queue ETAs
+        self.seconds_per_step = 0.0  # of the last job that ran: queue ETAs use it
 
     # ---- life cycle
 
@@ -338,7 +338,7 @@ class Engine:
                     results[job].append((image, self._infotext(job.request, job_prepared, model, sampler, seed), seed))
                 if job.skip_requested.is_set():
                     skipped.add(job)
-        self._step_seconds = clock.seconds_per_step or self._step_seconds
+        self.seconds_per_step = clock.seconds_per_step or self.seconds_per_step
         return {job: self._finisher(job, results[job], job in skipped) for job in jobs}
 
     def _finisher(self, job: Job, results: list, skipped: bool):

@@ -115,7 +115,7 @@ class ServerState:
     def eta_seconds(self, job: Job) -> float:
         """Seconds until `job` finishes: the running job's remaining steps plus the queued jobs ahead, at the
         engine's recent seconds per step."""
-        per_step = float(getattr(self.engine, "_step_seconds", 0.0) or 0.0)
+        per_step = self.engine.seconds_per_step
         if job.done:
             return 0.0
         if job.status == "running":
