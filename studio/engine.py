@@ -440,6 +440,7 @@ class Engine:
             per_batch = pipe.num_timesteps
             step, total = batch_index * per_batch + i + 1, batch_count * per_batch
             eta = clock.tick(step, total)
+            self.seconds_per_step = clock.seconds_per_step or self.seconds_per_step  # live, for queue ETAs
             for job in live:
                 job.emit(Step(step, total, eta))
             if decoder is not None and ((i + 1) % every == 0 or i + 1 == per_batch):
@@ -471,22 +472,25 @@ class Engine:
         prepared = self._prepare(request, model)
         scheduler = make_scheduler(find_sampler("Euler"), model.scheduler_config)
         pipe = job_pipeline(model.task_pipelines, model.pipe, model.family, Task.TXT2IMG, scheduler, self.dtype)
-        pipe(**self._pipeline_arguments(request, prepared, [0]), output_type="pil")
+        clock = _StepClock()
+
+        def time_steps(pipe, i, t, tensors):
+            clock.tick(i + 1, request.steps)
+            return {}
+
+        pipe(**self._pipeline_arguments(request, prepared, [0]), output_type="pil", callback_on_step_end=time_steps)
+        self.seconds_per_step = clock.seconds_per_step  # a first estimate for queue ETAs
         log.info("Warm-up done in %.1f s", time.perf_counter() - started)
 
 
 class _StepClock:
-    """ETA from the steps done so far in this job."""
+    """ETA from the steps done so far in this job, counted from the job's start: the first step's time includes
+    prompt encoding, so the first estimate is a little high, and there is one from the first step on."""
 
     def __init__(self):
-        self.first: Optional[float] = None
-        self.first_step = 0
+        self.start = time.perf_counter()
         self.seconds_per_step: float = 0.0
 
     def tick(self, step: int, total: int) -> float:
-        now = time.perf_counter()
-        if self.first is None:
-            self.first, self.first_step = now, step
-            return 0.0
-        self.seconds_per_step = (now - self.first) / max(1, step - self.first_step)
+        self.seconds_per_step = (time.perf_counter() - self.start) / max(1, step)
         return self.seconds_per_step * (total - step)
