@@ -85,6 +85,7 @@ def test_fair_order_queue_position_and_eta(server):
     order, stop = [], threading.Event()
     poller = record_start_order(engine, stop, order)
     with server.client("ann") as ann, server.client("ben") as ben:
+        _wait(ann, ann.post("/studio/api/jobs", json=SMALL).json()["id"])  # a busy server: it has timed a step
         ann_ids = [ann.post("/studio/api/jobs", json=dict(SMALL, seed=i)).json()["id"] for i in range(10)]
         ben_id = ben.post("/studio/api/jobs", json=SMALL).json()["id"]
         queued = ann.get("/studio/api/queue").json()["jobs"]
