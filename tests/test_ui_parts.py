@@ -80,14 +80,15 @@ def test_step_previews_frames_and_animation_export(engine):
     main, *channels, caption = step_previews.frame_view(session, 2, step_previews.NOISY)
     assert isinstance(main, Image.Image) and len(channels) == 4 and all(c.mode == "L" for c in channels)
     assert "frame 2/" in caption
+    exports = step_previews.AnimationExports()
     for fmt, ext in (("GIF", ".gif"), ("WebP", ".webp")):
-        path = step_previews.export_animation(session, step_previews.X0, fmt)
+        path = step_previews.export_animation(exports, session, step_previews.X0, fmt)
         assert path.endswith(ext)
         with Image.open(path) as animation:
             assert animation.n_frames == len(job.step_frames)
-    again = step_previews.export_animation(session, step_previews.X0, "GIF")  # same job, same view: overwritten
-    assert os.path.dirname(again) == os.path.dirname(path) == step_previews.exports_folder()  # one folder, not one per export
-    assert len(os.listdir(step_previews.exports_folder())) >= 2
+    again = step_previews.export_animation(exports, session, step_previews.X0, "GIF")  # same job, same view: overwritten
+    assert os.path.dirname(again) == os.path.dirname(path) == exports.folder()  # one folder, not one per export
+    assert len(os.listdir(exports.folder())) >= 2
     empty = step_previews.frame_view(Session(), 1, step_previews.X0)
     assert empty[0] is None and "No step frames" in empty[-1]
 

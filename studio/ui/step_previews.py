@@ -23,27 +23,28 @@ NOISY = "noisy latent (what the sampler holds)"
 PLAY_FPS = 8
 EXPORT_MAX_AGE_S = 3600  # older exports are removed at the next export
 
-_exports_lock = threading.Lock()
-_exports_folder: Optional[str] = None
+class AnimationExports:
+    """One folder for the animations this UI exports (Gradio serves copies from its cache): old exports are pruned
+    as new ones come, and the folder is removed when the process exits."""
 
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._folder: Optional[str] = None
 
-def exports_folder() -> str:
-    """One folder for every exported animation of this process (Gradio serves copies from its cache): old exports
-    are pruned as new ones come, and the folder is removed when the process exits."""
-    global _exports_folder
-    with _exports_lock:
-        if _exports_folder is None or not os.path.isdir(_exports_folder):
-            _exports_folder = tempfile.mkdtemp(prefix="studio-steps-")
-            atexit.register(shutil.rmtree, _exports_folder, True)
-        folder = _exports_folder
-    now = time.time()
-    for entry in os.scandir(folder):
-        try:
-            if now - entry.stat().st_mtime > EXPORT_MAX_AGE_S:
-                os.remove(entry.path)
-        except OSError:
-            pass
-    return folder
+    def folder(self) -> str:
+        with self._lock:
+            if self._folder is None or not os.path.isdir(self._folder):
+                self._folder = tempfile.mkdtemp(prefix="studio-steps-")
+                atexit.register(shutil.rmtree, self._folder, True)
+            folder = self._folder
+        now = time.time()
+        for entry in os.scandir(folder):
+            try:
+                if now - entry.stat().st_mtime > EXPORT_MAX_AGE_S:
+                    os.remove(entry.path)
+            except OSError:
+                pass
+        return folder
 
 
 def _open(data: bytes) -> Image.Image:
@@ -69,14 +70,14 @@ def frame_view(session: Optional[Session], index, view: str):
     return (main, *channels, f"Step {f.step} of {f.total} · frame {i + 1}/{len(frames)}")
 
 
-def export_animation(session: Optional[Session], view: str, fmt: str) -> str:
+def export_animation(exports: AnimationExports, session: Optional[Session], view: str, fmt: str) -> str:
     frames = frames_of(session)
     if not frames:
         raise gr.Error("Nothing to export yet: generate something first.", print_exception=False)
     images = [_open(f.noisy if view == NOISY else f.x0).convert("RGB") for f in frames]
     job = session.last_job
     ext = "webp" if fmt.lower().startswith("webp") else "gif"
-    path = os.path.join(exports_folder(), f"{job.id if job else 'steps'}-{'noisy' if view == NOISY else 'x0'}.{ext}")
+    path = os.path.join(exports.folder(), f"{job.id if job else 'steps'}-{'noisy' if view == NOISY else 'x0'}.{ext}")
     durations = [120] * (len(images) - 1) + [1200]  # hold the last frame
     if ext == "gif":
         images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0, optimize=False)
@@ -131,5 +132,10 @@ def build(engine, session: gr.State) -> dict:
 
     playing = play.click(animate, [session, view], [slider] + pictures, **telling)
     stop.click(None, None, None, cancels=[playing], **private)
-    export.click(export_animation, [session, view, fmt], exported, **telling)
+    exports = AnimationExports()
+
+    def export_steps(s: Session, v: str, f: str) -> str:
+        return export_animation(exports, s, v, f)
+
+    export.click(export_steps, [session, view, fmt], exported, **telling)
     return dict(load=load, show_last=show_last, slider=slider, view=view, pictures=pictures)
