@@ -65,6 +65,19 @@ CPU_FAST_NOTE = "torch.compile on this CPU did not finish compiling the tiny UNe
 # ---- helpers
 
 
+def alternate(reps: int, lo: int, hi: int, sides: dict) -> dict:
+    """Time each side (steps → seconds) at `lo` and `hi` steps, rotating the order of sides and of step counts
+    from one repetition to the next, so drift and warm caches fall on every side alike. {side: {steps: [s]}}"""
+    runs: dict = {name: {} for name in sides}
+    order = list(sides)
+    for rep in range(reps):
+        sequence = order[rep % len(order) :] + order[: rep % len(order)]
+        for steps in ((lo, hi) if rep % 2 == 0 else (hi, lo)):
+            for name in sequence:
+                runs[name].setdefault(steps, []).append(sides[name](steps))
+    return runs
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -334,19 +347,12 @@ class Bench:
     def throughput(self, sides: Sides, plan: Plan, batch: int):
         """Denoising it/s and end-to-end seconds per image at `batch`, CFG on: engine (previews as default: latent
         every step; and previews off) vs diffusers, alternated run by run."""
-        runs = {"engine": {}, "engine_no_previews": {}, "diffusers": {}}
-        order = list(runs)
         reps = plan.reps if batch == 1 else max(2, plan.reps - 2)
-        for rep in range(reps):
-            sequence = order[rep % 3 :] + order[: rep % 3]
-            for steps in ((plan.lo, plan.hi) if rep % 2 == 0 else (plan.hi, plan.lo)):
-                for side in sequence:
-                    if side == "diffusers":
-                        seconds, _ = diffusers_call(sides.pipe, self.device, plan.size, steps, batch)
-                    else:
-                        preview = "latent" if side == "engine" else "off"
-                        seconds, _ = engine_job(sides.engine, plan.size, steps, batch, preview=preview)
-                    runs[side].setdefault(steps, []).append(seconds)
+        runs = alternate(reps, plan.lo, plan.hi, {
+            "engine": lambda steps: engine_job(sides.engine, plan.size, steps, batch, preview="latent")[0],
+            "engine_no_previews": lambda steps: engine_job(sides.engine, plan.size, steps, batch, preview="off")[0],
+            "diffusers": lambda steps: diffusers_call(sides.pipe, self.device, plan.size, steps, batch)[0],
+        })
         out = {"batch": batch, "size": plan.size, "steps": [plan.lo, plan.hi], "raw_s": {k: {str(s): v for s, v in d.items()} for k, d in runs.items()}}
         for side, d in runs.items():
             its = its_from(d[plan.lo], d[plan.hi], plan.lo, plan.hi)
@@ -591,17 +597,11 @@ class Bench:
             engine_job(sides.fast_engine, plan.size, plan.lo, batch)  # compiles a new batch size (first use)
             engine_job(sides.fast_engine, plan.size, plan.lo, batch)
             warm = time.perf_counter() - started
-            runs: dict = {"fast": {}, "fast_no_previews": {}, "diffusers": {}}
-            order = list(runs)
-            for rep in range(plan.reps):
-                sequence = order[rep % 3 :] + order[: rep % 3]
-                for steps in ((plan.lo, plan.hi) if rep % 2 == 0 else (plan.hi, plan.lo)):
-                    for side in sequence:
-                        if side == "diffusers":
-                            seconds, _ = diffusers_call(sides.pipe, self.device, plan.size, steps, batch)
-                        else:
-                            seconds, _ = engine_job(sides.fast_engine, plan.size, steps, batch, preview="latent" if side == "fast" else "off")
-                        runs[side].setdefault(steps, []).append(seconds)
+            runs = alternate(plan.reps, plan.lo, plan.hi, {
+                "fast": lambda steps: engine_job(sides.fast_engine, plan.size, steps, batch, preview="latent")[0],
+                "fast_no_previews": lambda steps: engine_job(sides.fast_engine, plan.size, steps, batch, preview="off")[0],
+                "diffusers": lambda steps: diffusers_call(sides.pipe, self.device, plan.size, steps, batch)[0],
+            })
             res = {"first_use_s": warm, "raw_s": {k: {str(s): v for s, v in d.items()} for k, d in runs.items()}}
             for side, d in runs.items():
                 its = its_from(d[plan.lo], d[plan.hi], plan.lo, plan.hi)
