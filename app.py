@@ -11,7 +11,7 @@ import logging
 import sys
 
 from studio.config import add_engine_arguments, settings_from_args
-from studio.server import add_server_arguments
+from studio.web.app import add_server_arguments
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     from studio.checkpoints import ModelError
     from studio.engine import Engine
     from studio.outputs import OutputStore
-    from studio.server import private_gradio_cache, serve
+    from studio.web.app import serve
+    from studio.web.gradio_files import private_gradio_cache
     from studio.ui import build_ui
 
     private_gradio_cache(settings.cache_dir)  # Gradio's copies of results and uploads: a 0700 folder of ours, not /tmp/gradio

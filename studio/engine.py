@@ -19,7 +19,7 @@ from PIL import Image
 from . import __version__
 from .checkpoints import LoadedModel, ModelCache, ModelError, default_model_name, list_checkpoints
 from .config import DEFAULT_MODEL, Settings
-from .jobs import Job
+from .jobs import Job, JobRegistry
 from .metadata import build_infotext
 from .outputs import OutputStore
 from .pipelines import (
@@ -94,6 +94,7 @@ class Engine:
         log.info("Device %s, dtype %s, attention %s (%s)", self.device, self.dtype, self.attention.backend, self.attention.reason)
         self.models = ModelCache(settings, self.device, self.dtype, self.attention)
         self.queue = FairQueue(settings.max_queue_per_user)
+        self.jobs = JobRegistry()  # each owner's recent jobs, found by id
         self.frames = FrameSink()
         self.current_model: Optional[str] = None
         self.notice: Optional[str] = None
@@ -163,6 +164,7 @@ class Engine:
         validate(request, self.settings)
         job = Job(request, owner)
         self.queue.put(job)
+        self.jobs.add(job)
         job.emit(Queued(self.queue.position(job) or 0))
         return job
 

@@ -3,15 +3,15 @@ Plain Python: the UI and API read jobs without importing torch."""
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
-from collections import deque
+import uuid
+from collections import OrderedDict, deque
 from typing import Iterator, Optional
 
 from .requests import TERMINAL_EVENTS, Cancelled, Finished, GenerationRequest, Preview, Queued, Started, Step
 
-_ids = itertools.count(1)
+RECENT_JOBS_PER_OWNER = 20  # finished jobs kept findable (status, frames, stream) per owner
 
 
 class EventChannel:
@@ -42,7 +42,7 @@ class EventChannel:
 
 class Job:
     def __init__(self, request: GenerationRequest, owner: str = "local"):
-        self.id = f"job-{next(_ids)}"
+        self.id = uuid.uuid4().hex  # random: ids say nothing about other users' jobs and cannot be guessed
         self.request = request
         self.owner = owner
         self.created = time.time()
@@ -101,3 +101,32 @@ class Job:
     def wait(self, timeout: Optional[float] = None):
         self._done.wait(timeout)
         return self.result
+
+
+class JobRegistry:
+    """Each owner's recent jobs by id (queued, running and the last RECENT_JOBS_PER_OWNER), for every front end:
+    a job is found only by its owner."""
+
+    def __init__(self, per_owner: int = RECENT_JOBS_PER_OWNER):
+        self.per_owner = per_owner
+        self._lock = threading.Lock()
+        self._by_owner: dict[str, OrderedDict] = {}
+
+    def add(self, job: Job) -> None:
+        with self._lock:
+            jobs = self._by_owner.setdefault(job.owner, OrderedDict())
+            jobs[job.id] = job
+            finished = [j for j in jobs.values() if j.done]
+            for old in finished[: max(0, len(finished) - self.per_owner)]:
+                del jobs[old.id]
+            while len(jobs) > 4 * self.per_owner + 200:  # a bound even if nothing finishes
+                jobs.popitem(last=False)
+
+    def get(self, owner: str, job_id: str) -> Optional[Job]:
+        with self._lock:
+            return self._by_owner.get(owner, {}).get(job_id)
+
+    def latest(self, owner: str) -> Optional[Job]:
+        with self._lock:
+            jobs = self._by_owner.get(owner)
+            return next(reversed(jobs.values())) if jobs else None

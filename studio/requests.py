@@ -14,6 +14,9 @@ from PIL import Image
 from .samplers import DEFAULT_SAMPLER
 
 
+LOCAL_USER = "local"  # the owner of every job on a server without logins
+
+
 class Task(str, enum.Enum):
     TXT2IMG = "txt2img"
     IMG2IMG = "img2img"

@@ -75,8 +75,8 @@ class LiveServer:
 
 @contextmanager
 def live_server(engine, users=USERS, admins=("root",), blocks=None):
-    from studio.auth import Users
-    from studio.server import create_app
+    from studio.web.auth import Users
+    from studio.web.app import create_app
 
     accounts = Users(dict(users), admins) if users else None
     app = create_app(blocks or simple_blocks(), engine, accounts)

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from server_support import SMALL, USERS, live_server
 
-from studio.auth import AuthConfigError, Users, hash_password, parse_entries, verify_password
+from studio.web.auth import AuthConfigError, Users, hash_password, parse_entries, verify_password
 
 PUBLIC = {("/login", "GET"), ("/login", "POST"), ("/logout", "GET")}
 
@@ -156,7 +156,7 @@ def test_password_formats_and_auth_file(tmp_path):
 
 
 def test_listen_without_auth_warns_loudly():
-    from studio.server import add_server_arguments, listen_warning
+    from studio.web.app import add_server_arguments, listen_warning
 
     parser = argparse.ArgumentParser()
     add_server_arguments(parser)

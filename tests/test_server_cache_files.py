@@ -14,8 +14,8 @@ gradio_client = pytest.importorskip("gradio_client")
 
 @pytest.fixture(scope="module")
 def server(engine):
-    from studio.auth import Users
-    from studio.server import create_app
+    from studio.web.auth import Users
+    from studio.web.app import create_app
     from studio.ui import build_ui, launch_options
 
     app = create_app(build_ui(engine), engine, Users(dict(USERS), ()), gradio_options=launch_options(engine))

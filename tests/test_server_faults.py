@@ -52,7 +52,7 @@ from server_support import simple_blocks
 from studio.config import Settings
 from studio.engine import Engine
 from studio.outputs import OutputStore
-from studio.server import add_server_arguments, serve
+from studio.web.app import add_server_arguments, serve
 parser = argparse.ArgumentParser()
 add_server_arguments(parser)
 args = parser.parse_args(sys.argv[1:])

@@ -14,6 +14,8 @@ from typing import Optional
 import gradio as gr
 
 from . import img2img, inpaint, png_info, step_previews, txt2img
+from studio.requests import LOCAL_USER
+
 from .panel import Panel
 from .streaming import SILENT, TELLING, Session
 
@@ -65,8 +67,6 @@ def footer_markdown(engine) -> str:
 
 def user_markdown(request: Optional[gr.Request]) -> str:
     """With logins: who is logged in, and a way out."""
-    from studio.auth import LOCAL_USER
-
     user = getattr(request, "username", None) if request is not None else None
     if not user or user == LOCAL_USER:
         return ""
@@ -86,9 +86,6 @@ def launch_options(engine) -> dict:
 
 
 def build_ui(engine) -> gr.Blocks:
-    from studio.server import private_gradio_cache
-
-    private_gradio_cache(engine.settings.cache_dir)  # before any component: Gradio reads GRADIO_TEMP_DIR per component
     with gr.Blocks(title="SD Studio") as blocks:
         session = gr.State(Session())
         banner = gr.Markdown(**_banner_kwargs(engine), elem_classes=["studio-banner"], elem_id="studio-banner")

@@ -1,4 +1,4 @@
-"""The AUTOMATIC1111-compatible REST API under /sdapi/v1, plus the studio's own per-user routes under /studio.
+"""The AUTOMATIC1111-compatible REST API under /sdapi/v1.
 
 Every route acts for the caller only (request.state.user, set by the auth middleware): their jobs, their progress,
 their files, their model choice. No torch.
@@ -19,11 +19,9 @@ from typing import Any, Optional
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse
 from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict
 
-from ..history import safe_output_file
 from ..jobs import Job
 from ..metadata import parse_infotext, read_infotext
 from ..requests import Cancelled, Failed, Finished, GenerationRequest, QueueFullError, RequestError
@@ -225,7 +223,6 @@ class Api:
             raise bad_request(str(exc), 429) from None
         except RequestError as exc:
             raise bad_request(str(exc)) from None
-        self.state.track(job)
         try:
             while not job.done:
                 await asyncio.sleep(0.02)
@@ -455,89 +452,5 @@ def build_router(state: ServerState) -> APIRouter:
             "ram": {"free": vm.available, "used": vm.total - vm.available, "total": vm.total, "process_rss": rss},
             "cuda": {"error": f"the engine runs on {info.device}"} if not info.device.startswith("cuda") else {"device": info.device},
         }
-
-    # ---- the studio's own per-user routes
-
-    @router.get("/studio/api/history")
-    def history(request: Request, limit: int = 100, offset: int = 0):
-        entries = state.history.entries(request.state.user)
-        limit = max(0, min(limit, 1000))
-        return {
-            "total": len(entries),
-            "items": [
-                {"file": e.relative, "url": f"/studio/files/{e.relative}", "seed": e.seed, "created": e.created,
-                 "infotext": e.infotext, "parameters": e.parameters}
-                for e in entries[max(0, offset) : max(0, offset) + limit]
-            ],
-        }
-
-    @router.get("/studio/files/{relative:path}")
-    def output_file(relative: str, request: Request):
-        path = safe_output_file(engine.outputs, request.state.user, relative)
-        if path is None:
-            raise HTTPException(404, "No such image among your outputs.")
-        return FileResponse(path, media_type="image/png")
-
-    @router.get("/studio/api/queue")
-    def queue(request: Request):
-        user = request.state.user
-        return {
-            "jobs": [
-                {"id": job.id, "status": job.status, "position": state.position(job), "eta": round(state.eta_seconds(job), 2)}
-                for job in state.active_jobs(user)
-            ],
-            "max_queue_per_user": engine.settings.max_queue_per_user,
-        }
-
-    @router.get("/studio/api/jobs/{job_id}")
-    def job_status(job_id: str, request: Request):
-        job = _own_job(job_id, request)
-        result = job.result
-        return {
-            "id": job.id,
-            "status": job.status,
-            "position": state.position(job),
-            "eta": round(state.eta_seconds(job), 2),
-            "step": job.last_step.step if job.last_step else 0,
-            "total": job.last_step.total if job.last_step else 0,
-            "message": getattr(result, "message", None),
-            "files": [os.path.relpath(i.path, engine.outputs.owner_root(job.owner)) for i in getattr(result, "images", [])],
-        }
-
-    @router.get("/studio/api/jobs/{job_id}/preview")
-    def job_preview(job_id: str, request: Request):
-        job = _own_job(job_id, request)
-        preview = job.last_preview
-        return {"image": encode_image(preview.image) if preview else None, "step": preview.step if preview else 0}
-
-    @router.post("/studio/api/jobs/{job_id}/cancel")
-    def job_cancel(job_id: str, request: Request):
-        engine.cancel(_own_job(job_id, request))
-        return {"cancelled": job_id}
-
-    @router.post("/studio/api/jobs/{job_id}/skip")
-    def job_skip(job_id: str, request: Request):
-        _own_job(job_id, request).skip()
-        return {"skipped": job_id}
-
-    @router.post("/studio/api/jobs")
-    async def submit_job(body: Txt2ImgBody, request: Request):
-        """Queue a txt2img job and return at once (poll /studio/api/jobs/{id})."""
-        user = request.state.user
-        try:
-            gen = await run_in_threadpool(api.build_request, request, user, body, False)
-            job = await run_in_threadpool(engine.submit, gen, user)
-        except QueueFullError as exc:
-            raise bad_request(str(exc), 429) from None
-        except RequestError as exc:
-            raise bad_request(str(exc)) from None
-        state.track(job)
-        return {"id": job.id, "position": state.position(job)}
-
-    def _own_job(job_id: str, request: Request) -> Job:
-        job = state.job(request.state.user, job_id)
-        if job is None:
-            raise HTTPException(404, "No such job among yours.")
-        return job
 
     return router

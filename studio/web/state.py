@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import ipaddress
 import threading
-from collections import defaultdict, deque
 from typing import Optional
 
-from ..auth import LOCAL_USER, Users
+from ..requests import LOCAL_USER
+from .auth import Users
 from ..history import History
 from ..jobs import Job
-
-RECENT_JOBS = 20
 
 
 class ModelChoiceError(ValueError):
@@ -38,7 +36,6 @@ class ServerState:
         self.history = History(engine.outputs)
         self._lock = threading.Lock()
         self._models: dict[str, str] = {}  # user -> chosen model (absent: the engine's current model)
-        self._recent: dict[str, deque] = defaultdict(lambda: deque(maxlen=RECENT_JOBS))
         self.server_options: dict = {}  # set by admins through POST /sdapi/v1/options
 
     # ---- who may do what
@@ -81,10 +78,6 @@ class ServerState:
 
     # ---- jobs
 
-    def track(self, job: Job) -> None:
-        with self._lock:
-            self._recent[job.owner].append(job)
-
     def active_jobs(self, user: str) -> list[Job]:
         """The user's running job (if any) then their queued jobs, UI and API alike."""
         jobs = []
@@ -94,20 +87,14 @@ class ServerState:
 
     def job(self, user: str, job_id: str) -> Optional[Job]:
         """The user's job with this id, or None (also when it is someone else's)."""
-        with self._lock:
-            recent = list(self._recent.get(user, ()))
-        for job in recent + self.active_jobs(user):
-            if job.id == job_id and job.owner == user:
-                return job
-        return None
+        job = self.engine.jobs.get(user, job_id)
+        return job if job is not None and job.owner == user else None
 
     def current_job(self, user: str) -> Optional[Job]:
         active = self.active_jobs(user)
         if active:
             return active[0]
-        with self._lock:
-            recent = self._recent.get(user)
-            return recent[-1] if recent else None
+        return self.engine.jobs.latest(user)
 
     def position(self, job: Job) -> Optional[int]:
         return self.engine.queue.position(job)

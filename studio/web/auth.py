@@ -4,7 +4,7 @@ No torch, no gradio. Password entries (in --auth or one `user:password` line per
 
     alice:plain-text-password
     bob:sha256:<hex sha256 of the password>
-    carol:pbkdf2_sha256$<iterations>$<salt>$<hex digest>      (made by `python -m studio.auth hash`)
+    carol:pbkdf2_sha256$<iterations>$<salt>$<hex digest>      (made by `python -m studio.web.auth hash`)
 
 Blank lines and lines starting with # are ignored. User names: letters, digits, `_`, `-`, `.`, at most 64,
 not starting with a dot; "local" is reserved for the single user of a server without logins.
@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
-LOCAL_USER = "local"  # the only user of a server started without --auth
+from ..requests import LOCAL_USER
+
 SESSION_COOKIE = "sd-studio-session"
 SESSION_SECONDS = 14 * 24 * 3600
 _USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")
@@ -176,10 +177,10 @@ def request_user(request) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m studio.auth hash [user]`: print an --auth-file line with a salted PBKDF2 hash."""
+    """`python -m studio.web.auth hash [user]`: print an --auth-file line with a salted PBKDF2 hash."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] != "hash":
-        print("usage: python -m studio.auth hash [USER]   (reads the password from the terminal)", file=sys.stderr)
+        print("usage: python -m studio.web.auth hash [USER]   (reads the password from the terminal)", file=sys.stderr)
         return 2
     user = check_username(argv[1]) if len(argv) > 1 else None
     password = getpass.getpass("Password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
