@@ -1,4 +1,4 @@
-"""The studio in the browser. Composition root only: settings → engine → UI → server.
+"""The studio in the browser. Composition root only: settings → engine → rules → UI → server.
 
     python app.py                 # opens http://127.0.0.1:7860 in your browser
     python app.py --model tiny    # no download needed: a random-weight model that draws noise
@@ -22,21 +22,31 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = settings_from_args(args)
 
+    from studio.access import Access
     from studio.checkpoints import ModelError
     from studio.engine import Engine
     from studio.outputs import OutputStore
-    from studio.web.app import serve
-    from studio.web.gradio_files import private_gradio_cache
-    from studio.ui import build_ui
+    from studio.ui import CSS, build_ui
+    from studio.validation import limit_decoder
+    from studio.web.app import check_server_arguments, create_app, serve, users_from_args
+    from studio.web.gradio_files import GradioFiles, private_gradio_cache
 
-    private_gradio_cache(settings.cache_dir)  # Gradio's copies of results and uploads: a 0700 folder of ours, not /tmp/gradio
+    users = users_from_args(args)
+    check_server_arguments(args)
+    limit_decoder(settings)  # PIL refuses images over --max-image-pixels wherever they are decoded
+    private_gradio_cache(settings.cache_dir)  # Gradio's cache: a 0700 folder of ours, not /tmp/gradio
 
     try:
         engine = Engine(settings, OutputStore(settings.outputs)).start()
     except (ModelError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    serve(build_ui(engine), engine, args)
+    access = Access(engine, users)
+    files = GradioFiles()
+    blocks = build_ui(engine, access=access, files=files)
+    app = create_app(blocks, engine, users, access=access, files=files, secure_cookies=bool(args.tls_certfile),
+                     state_dir=settings.cache_dir, css=CSS)
+    serve(app, args, users)
     return 0
 
 

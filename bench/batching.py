@@ -30,9 +30,9 @@ def run_round(engine, users: int, size: int, steps: int, batching: bool, seed0: 
     from studio.requests import Finished, GenerationRequest
 
     engine.settings = dataclasses.replace(engine.settings, dynamic_batching=batching)
-    blocker = engine.submit(GenerationRequest("blocker", seed=0, steps=1, width=size, height=size), owner="blocker")
+    blocker = engine.submit(GenerationRequest("blocker", seed=0, steps=1, width=size, height=size), owner="blocker", may_name_any_model=True)
     jobs = [
-        engine.submit(GenerationRequest(PROMPTS[u % len(PROMPTS)], seed=seed0 + u, steps=steps, width=size, height=size, sampler_name="Euler"), owner=f"user{u}")
+        engine.submit(GenerationRequest(PROMPTS[u % len(PROMPTS)], seed=seed0 + u, steps=steps, width=size, height=size, sampler_name="Euler"), owner=f"user{u}", may_name_any_model=True)
         for u in range(users)
     ]
     blocker.wait()

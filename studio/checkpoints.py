@@ -27,7 +27,13 @@ DEFAULT_SIZES = {"sd1": 512, "sd2": 768, "sdxl": 1024}
 
 
 class ModelError(Exception):
-    """A model that cannot be found or loaded. The message is one line naming what was tried and why."""
+    """A model that cannot be found or loaded. The message is one line naming what was tried and why — paths and the
+    library's own words included, for the operator (CLI, log). `public_message` is what a web user may read: the
+    same without server paths or raw exception text."""
+
+    def __init__(self, message: str, public: str | None = None):
+        super().__init__(message)
+        self.public_message = public or message
 
 
 @dataclass(frozen=True)
@@ -79,7 +85,10 @@ def resolve_model(name: str, settings: Settings) -> ModelSource:
     if _HUB_ID.match(name) and not name.lower().endswith(SAFE_SUFFIXES + PICKLE_SUFFIXES):
         return ModelSource("hub", name, name)
     where = f" in {settings.models_dir}" if settings.models_dir else ""
-    raise ModelError(f"Model '{name}' not found: not a file, a diffusers folder, a checkpoint{where}, or a hub id (owner/name).")
+    raise ModelError(
+        f"Model '{name}' not found: not a file, a diffusers folder, a checkpoint{where}, or a hub id (owner/name).",
+        f"Model '{name}' not found: not a file, a diffusers folder, a checkpoint in the models folder, or a hub id (owner/name).",
+    )
 
 
 # ---- single-file family detection (reads the safetensors header only)
@@ -106,7 +115,10 @@ def detect_family(path: Path, shapes: dict | None = None) -> FileFamily:
         try:
             shapes = _header_shapes(path)
         except Exception as exc:
-            raise ModelError(f"Model '{path.name}' is not a readable .safetensors checkpoint ({str(exc).splitlines()[0]}).") from None
+            raise ModelError(
+                f"Model '{path.name}' is not a readable .safetensors checkpoint ({str(exc).splitlines()[0]}).",
+                f"Model '{path.name}' is not a readable .safetensors checkpoint.",
+            ) from None
     kind = infer_diffusers_model_type(shapes)
     conv_in = shapes.get("model.diffusion_model.input_blocks.0.0.weight")
     if kind == "v1" and conv_in is not None and conv_in.shape[0] != 320:
@@ -260,7 +272,10 @@ def load_model(source: ModelSource, settings: Settings, device, dtype, hashes: H
         raise
     except Exception as exc:  # diffusers/hub errors: keep the first line, name the model
         first = str(exc).strip().split("\n")[0] or type(exc).__name__
-        raise ModelError(f"Model '{source.name}' could not be loaded ({source.kind} {source.location}): {first}") from exc
+        raise ModelError(
+            f"Model '{source.name}' could not be loaded ({source.kind} {source.location}): {first}",
+            f"Model '{source.name}' could not be loaded; the reason is in the server's log.",
+        ) from exc
 
 
 def _load(source: ModelSource, settings: Settings, device, dtype, hashes: HashCache) -> LoadedModel:
@@ -329,7 +344,16 @@ def _hub_snapshot(repo_id: str) -> str:
         log.info("Downloading %s into the Hugging Face cache (once)...", repo_id)
         return snapshot_download(repo_id, allow_patterns=patterns)
     except Exception as exc:
-        raise ModelError(f"Model '{repo_id}' is not in the Hugging Face cache and could not be downloaded: {_download_problem(exc)}") from exc
+        problem = _download_problem(exc)
+        unreachable = problem == _HUB_UNREACHABLE
+        raise ModelError(
+            f"Model '{repo_id}' is not in the Hugging Face cache and could not be downloaded: {problem}",
+            f"Model '{repo_id}' is not in the Hugging Face cache and could not be downloaded: "
+            + (problem if unreachable else "the reason is in the server's log."),
+        ) from exc
+
+
+_HUB_UNREACHABLE = "the Hugging Face hub cannot be reached (no network?)"
 
 
 def _download_problem(exc: BaseException) -> str:
@@ -338,7 +362,7 @@ def _download_problem(exc: BaseException) -> str:
     while chain is not None and id(chain) not in seen:
         seen.add(id(chain))
         if "connect" in type(chain).__name__.lower() or isinstance(chain, (ConnectionError, TimeoutError)):
-            return "the Hugging Face hub cannot be reached (no network?)"
+            return _HUB_UNREACHABLE
         chain = chain.__cause__ or chain.__context__
     text = str(exc).strip().split("\n")[0]
     return text.removeprefix("Got: ") or type(exc).__name__

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         engine = Engine(settings.__class__(**{**settings.__dict__, "warmup": False}), OutputStore(settings.outputs)).start()
         if engine.notice:
             print(f"note: {engine.notice}", file=sys.stderr)
-        job = engine.submit(request)
+        job = engine.submit(request, may_name_any_model=True)  # the operator, at their own shell
         result = job.wait()
     except (RequestError, ModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)

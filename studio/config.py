@@ -60,6 +60,10 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-size", type=int, default=2048)
     g.add_argument("--max-steps", type=int, default=150)
     g.add_argument("--max-batch", type=int, default=8)
+    g.add_argument("--max-image-pixels", type=int, default=Settings.max_image_pixels, metavar="N",
+                   help="largest input image in pixels; bigger ones are refused from their header, before decoding")
+    g.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
+                   help="the studio's cache: configs, Gradio's uploads, login sessions (default: ~/.cache/sd-studio)")
     g.add_argument("--max-queue-per-user", type=int, default=0, help="queued jobs a user may have (0: no cap)")
     g.add_argument("--no-dynamic-batching", dest="dynamic_batching", action="store_false",
                    help="never run jobs of different users as one batch")
@@ -92,4 +96,6 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         batch_wait_ms=max(0, args.batch_wait_ms),
         warmup=args.warmup,
         fast=getattr(args, "fast", False),
+        max_image_pixels=max(64 * 64, args.max_image_pixels),
+        **({"cache_dir": args.cache_dir} if args.cache_dir else {}),
     )

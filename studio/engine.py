@@ -10,13 +10,14 @@ import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import torch
 from PIL import Image
 
 from . import __version__
+from .access import match_offered, offered_models, refusal
 from .checkpoints import LoadedModel, ModelCache, ModelError, default_model_name, list_checkpoints
 from .config import DEFAULT_MODEL, Settings
 from .jobs import Job, JobRegistry
@@ -116,8 +117,9 @@ class Engine:
         except ModelError as exc:
             if self.settings.model is not None:
                 raise
-            self.notice = (
-                f"The default model {DEFAULT_MODEL} is not available ({str(exc).rstrip('.')}). Running on the random-weight 'tiny' "
+            log.warning("The default model is not available: %s", exc)
+            self.notice = (  # shown to every user: the public words only
+                f"The default model {DEFAULT_MODEL} is not available ({exc.public_message.rstrip('.')}). Running on the random-weight 'tiny' "
                 f"model, which draws noise. For real images, connect to the internet once (it downloads into the "
                 f"Hugging Face cache), or start with --model PATH_TO.safetensors or --models-dir FOLDER."
             )
@@ -159,9 +161,13 @@ class Engine:
 
     # ---- jobs
 
-    def submit(self, request: GenerationRequest, owner: str = "local") -> Job:
-        """Queue a request. Raises RequestError (with the user's message) for a bad request or a full queue."""
+    def submit(self, request: GenerationRequest, owner: str = "local", *, may_name_any_model: bool = False) -> Job:
+        """Queue a request. Raises RequestError (with the user's message) for a bad request, a full queue, or a model
+        outside the operator's list. Safe by default: a front end's model field is a name to pick, not a path to
+        load, unless the caller vouches that this user may load anything (an admin; the CLI and benchmarks, whose
+        user is the operator) — see studio.access."""
         validate(request, self.settings)
+        request = self._checked_model(request, may_name_any_model)
         job = Job(request, owner)
         self.queue.put(job)
         self.jobs.add(job)
@@ -173,9 +179,22 @@ class Engine:
         if self.queue.remove(job):
             job.emit(Cancelled())
 
-    def generate(self, request: GenerationRequest, owner: str = "local"):
+    def generate(self, request: GenerationRequest, owner: str = "local", *, may_name_any_model: bool = False):
         """Submit and wait: the terminal event (Finished, Failed or Cancelled)."""
-        return self.submit(request, owner).wait()
+        return self.submit(request, owner, may_name_any_model=may_name_any_model).wait()
+
+    def _checked_model(self, request: GenerationRequest, may_name_any_model: bool) -> GenerationRequest:
+        """The request with its model as the operator's list names it; a name outside the list only when allowed,
+        and then untouched (a path or hub id, checked when it loads)."""
+        if request.model is None:
+            return request
+        offered = offered_models(self)
+        found = match_offered(request.model, offered) if isinstance(request.model, str) else None
+        if found is not None:
+            return replace(request, model=found)
+        if may_name_any_model and isinstance(request.model, str) and request.model.strip():
+            return request
+        raise refusal(str(request.model), offered, may_name_any_model)
 
     def _work(self) -> None:
         while not self._stop.is_set():
@@ -201,11 +220,15 @@ class Engine:
             except torch.cuda.OutOfMemoryError:
                 log.warning("%s ran out of GPU memory", ", ".join(j.id for j in group))
                 self._fail(group, "Out of GPU memory: try a smaller size or batch, or fewer models kept loaded.")
-            except (RequestError, ModelError) as exc:
+            except RequestError as exc:
                 self._fail(group, str(exc))
-            except Exception as exc:  # one job's failure must not take the worker down
+            except ModelError as exc:  # the detail (paths, the library's words) is for the operator's log only
+                log.warning("%s: %s", ", ".join(j.id for j in group), exc)
+                self._fail(group, exc.public_message)
+            except Exception:  # one job's failure must not take the worker down
                 log.exception("%s failed", ", ".join(j.id for j in group))
-                self._fail(group, f"Generation failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": "))
+                self._fail(group, "Generation failed because of an error on the server (it is in the server's log); "
+                                  "try again, and tell the operator if it happens again.")
             finally:
                 self.running_jobs = []
                 self.frames.flush()
@@ -215,9 +238,10 @@ class Engine:
     def _finish(self, job: Job, finish) -> None:
         try:
             event = finish()
-        except Exception as exc:  # e.g. a full disk: this job fails, the studio goes on
+        except Exception:  # e.g. a full disk: this job fails, the studio goes on
             log.exception("%s: saving failed", job.id)
-            event = Failed(f"The images could not be saved: {type(exc).__name__}: {exc}")
+            event = Failed("The images could not be saved on the server (the reason is in the server's log); "
+                           "tell the operator.")
         if not job.done:
             job.emit(event)
 
@@ -460,7 +484,7 @@ class Engine:
         def deliver(frames, image):
             if batch_index == 0:
                 job.step_frames.append(frames)
-            job.emit(Preview(step, total, image))
+            job.emit(Preview(step, total, image, lambda: frames.live))
 
         return deliver
 

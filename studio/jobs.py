@@ -3,6 +3,7 @@ Plain Python: the UI and API read jobs without importing torch."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
@@ -23,6 +24,7 @@ class EventChannel:
     def __init__(self):
         self._cond = threading.Condition()
         self._pending: deque = deque()
+        self._wakers: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []  # async consumers waiting
 
     def put(self, event) -> None:
         with self._cond:
@@ -31,12 +33,37 @@ class EventChannel:
                     self._pending.remove(old)
             self._pending.append(event)
             self._cond.notify_all()
+            wakers = list(self._wakers)
+        for loop, waker in wakers:
+            try:
+                loop.call_soon_threadsafe(waker.set)
+            except RuntimeError:  # that loop has closed: its consumer is gone
+                pass
 
     def get(self, timeout: Optional[float] = None):
         """The next event, or None after `timeout` seconds without one."""
         with self._cond:
             if not self._pending:
                 self._cond.wait(timeout)
+            return self._pending.popleft() if self._pending else None
+
+    async def get_async(self, timeout: Optional[float] = None):
+        """The next event, or None after `timeout` seconds: for consumers on an event loop (the web side), which
+        must not hold a thread per watcher."""
+        waker = asyncio.Event()
+        entry = (asyncio.get_running_loop(), waker)
+        with self._cond:
+            if self._pending:
+                return self._pending.popleft()
+            self._wakers.append(entry)
+        try:
+            await asyncio.wait_for(waker.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            with self._cond:
+                self._wakers.remove(entry)
+        with self._cond:
             return self._pending.popleft() if self._pending else None
 
 
@@ -47,7 +74,9 @@ class Job:
         self.owner = owner
         self.created = time.time()
         self.status = "queued"  # queued | running | finished | failed | cancelled
-        self.channel = EventChannel()
+        self.channel = EventChannel()  # the submitter's: every event from the start
+        self._watchers: list[EventChannel] = []  # later subscribers (a browser's live stream)
+        self._watch_lock = threading.Lock()
         self.cancel_requested = threading.Event()
         self.skip_requested = threading.Event()
         self.step_frames: list = []  # previews.StepFrames, one per previewed step, for the Step previews tab
@@ -60,17 +89,21 @@ class Job:
     # ---- worker side
 
     def emit(self, event) -> None:
-        if isinstance(event, Step):
-            self.last_step = event
-        elif isinstance(event, Preview):
-            self.last_preview = event
-        elif isinstance(event, Started):
-            self.started = event
-            self.status = "running"
-        elif isinstance(event, TERMINAL_EVENTS):
-            self.result = event
-            self.status = {Finished: "finished", Cancelled: "cancelled"}.get(type(event), "failed")
-        self.channel.put(event)
+        with self._watch_lock:  # state and channels change together, so watch() never misses or repeats an event
+            if isinstance(event, Step):
+                self.last_step = event
+            elif isinstance(event, Preview):
+                self.last_preview = event
+            elif isinstance(event, Started):
+                self.started = event
+                self.status = "running"
+            elif isinstance(event, TERMINAL_EVENTS):
+                self.result = event
+                self.status = {Finished: "finished", Cancelled: "cancelled"}.get(type(event), "failed")
+            for channel in [self.channel, *self._watchers]:
+                channel.put(event)
+            if isinstance(event, TERMINAL_EVENTS):
+                self._watchers.clear()
         if isinstance(event, TERMINAL_EVENTS):
             self._done.set()
 
@@ -88,6 +121,23 @@ class Job:
         """Finish early (A1111's "skip"): the current image is finished from where it is, the rest not started."""
         self.skip_requested.set()
 
+    def watch(self) -> EventChannel:
+        """A new channel of this job's events for another consumer, starting from where the job is now (its
+        start, last step and newest preview, or its end). Pass it to unwatch() when done."""
+        channel = EventChannel()
+        with self._watch_lock:
+            for event in (self.started, self.last_step, self.last_preview, self.result):
+                if event is not None:
+                    channel.put(event)
+            if self.result is None:
+                self._watchers.append(channel)
+        return channel
+
+    def unwatch(self, channel: EventChannel) -> None:
+        with self._watch_lock:
+            if channel in self._watchers:
+                self._watchers.remove(channel)
+
     def events(self, poll: float = 0.5) -> Iterator:
         """Every event until the terminal one (inclusive)."""
         while True:
@@ -98,9 +148,23 @@ class Job:
             if isinstance(event, TERMINAL_EVENTS):
                 return
 
+    async def events_async(self, channel: Optional[EventChannel] = None, poll: float = 5.0):
+        """Every event until the terminal one (inclusive), awaited on the event loop."""
+        channel = channel or self.channel
+        while True:
+            event = await channel.get_async(timeout=poll)
+            if event is None:
+                continue
+            yield event
+            if isinstance(event, TERMINAL_EVENTS):
+                return
+
     def wait(self, timeout: Optional[float] = None):
         self._done.wait(timeout)
         return self.result
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id[:8]} of {self.owner}: {self.status}>"
 
 
 class JobRegistry:

@@ -169,10 +169,13 @@ def choose_attention(wanted: str, device: torch.device, dtype: torch.dtype) -> A
     problem = _xformers_works(device, dtype)
     if problem is None:
         return AttentionChoice("xformers", "xformers imports and runs on this device")
+    # The reason is shown to every user (the footer): the library's own words, which may hold paths, go to the log.
+    public = problem if problem.startswith("xformers needs CUDA") else "xformers is not usable here; the server log says why"
     if wanted == "xformers":
         log.warning("--attention xformers: %s; using PyTorch SDPA instead", problem)
-        return AttentionChoice("sdpa", f"xformers was asked for but {problem}")
-    return AttentionChoice("sdpa", f"PyTorch scaled_dot_product_attention ({problem})")
+        return AttentionChoice("sdpa", f"xformers was asked for but {public}")
+    log.info("xformers not used: %s", problem)
+    return AttentionChoice("sdpa", f"PyTorch scaled_dot_product_attention ({public})")
 
 
 def apply_attention(pipe, choice: AttentionChoice) -> None:

@@ -55,6 +55,14 @@ class StepFrames:
         return encode_jpeg(_upscaled(Image.fromarray(self._x0)))
 
     @functools.cached_property
+    def live(self) -> bytes:
+        """The x0 picture for the live stream: a latent-sized one as it is (the browser scales it), so streaming
+        every step costs one tiny JPEG."""
+        if self._x0 is None:
+            return self.x0
+        return encode_jpeg(Image.fromarray(self._x0))
+
+    @functools.cached_property
     def noisy(self) -> bytes:
         return encode_jpeg(_upscaled(Image.fromarray(self._noisy)))
 

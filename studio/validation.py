@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
+import io
 import math
+import re
+import warnings
+from typing import BinaryIO, Union
 
 from PIL import Image
 
@@ -10,8 +16,33 @@ from .config import Settings
 from .requests import GenerationRequest, RequestError, Task
 from .samplers import find_sampler
 
+# The studio's one prompt-length cap, on every path: validation, the API, the UI's prompt boxes (max_length) and the
+# live token counter, which refuses longer text instead of tokenizing it.
+log = logging.getLogger(__name__)
+
 MAX_PROMPT_CHARS = 20_000
 MAX_SEED = 2**63 - 1
+# The only image formats any upload may be: their decoders are the well-trodden ones, and their headers give the size.
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")
+_FORMAT_NAMES = "a PNG, JPEG or WebP image"
+MIN_IMAGE_SIDE = 8
+# Magic numbers of images we refuse, only to name them in the message (never opened).
+_OTHER_FORMATS = ((b"GIF8", "GIF"), (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"\x00\x00\x01\x00", "ICO"),
+                  (b"8BPS", "PSD"), (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"), (b"\xff\x0a", "JPEG XL"))
+
+
+def check_prompt_length(text: str, name: str = "prompt") -> None:
+    """Refuse text over MAX_PROMPT_CHARS: a cheap check, made before anything costly looks at the text."""
+    if len(text) > MAX_PROMPT_CHARS:
+        raise RequestError(f"The {name} is too long (over {MAX_PROMPT_CHARS} characters).")
+
+
+def limit_decoder(settings: Settings) -> None:
+    """Bound every PIL decode in the process (Gradio's own decoding of an upload included) by --max-image-pixels:
+    PIL refuses over twice Image.MAX_IMAGE_PIXELS and only warns between once and twice, so that warning is made an
+    error too. Called once at start by the composition root."""
+    Image.MAX_IMAGE_PIXELS = int(settings.max_image_pixels)
+    warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
 
 
 def _int(name: str, value) -> int:
@@ -24,8 +55,8 @@ def validate(request: GenerationRequest, settings: Settings) -> None:
     """Raise RequestError for anything the engine would refuse or fail on."""
     if not isinstance(request.prompt, str) or not isinstance(request.negative_prompt, str):
         raise RequestError("prompt and negative_prompt must be text.")
-    if len(request.prompt) > MAX_PROMPT_CHARS or len(request.negative_prompt) > MAX_PROMPT_CHARS:
-        raise RequestError(f"The prompt is too long (over {MAX_PROMPT_CHARS} characters).")
+    check_prompt_length(request.prompt)
+    check_prompt_length(request.negative_prompt, "negative prompt")
     for name in ("width", "height"):
         value = getattr(request, name)
         if value is None:
@@ -88,20 +119,66 @@ def _check_image(name: str, image, settings: Settings) -> None:
         raise RequestError(f"{name} is too large ({width}×{height}); at most {settings.max_image_pixels:,} pixels.")
 
 
-def decode_image(data: bytes, name: str, settings: Settings) -> Image.Image:
-    """Open uploaded bytes as an image, refusing what is not one or is too large (decompression bombs included)."""
-    import io
-
+def _open_header(data: Union[bytes, BinaryIO], name: str, settings: Settings) -> Image.Image:
+    # PIL's open reads the header only; the pixels are decoded by load(), which only decode_image calls.
+    fp = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    fp.seek(0)  # PIL reads an image from the start of its file
+    prefix = fp.read(16)
+    fp.seek(0)
     try:
-        image = Image.open(io.BytesIO(data))  # reads the header only
-        width, height = image.size
-        if width * height > settings.max_image_pixels:
-            raise RequestError(f"{name} is too large ({width}×{height}); at most {settings.max_image_pixels:,} pixels.")
-        image.load()
-    except RequestError:
-        raise
+        image = Image.open(fp, formats=IMAGE_FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # over limit_decoder's bound
+        raise RequestError(_too_large(name, exc, settings)) from None
     except Image.UnidentifiedImageError:
-        raise RequestError(f"{name} is not an image (PNG, JPEG, WebP, ... expected).") from None
+        if prefix.startswith((b"\x89PNG", b"\xff\xd8\xff")) or (prefix[:4] == b"RIFF" and prefix[8:12] == b"WEBP"):
+            raise RequestError(f"{name} is not a readable image (a broken header).") from None
+        other = next((fmt for magic, fmt in _OTHER_FORMATS if prefix.startswith(magic)), None)
+        what = f"is a {other} image" if other else "is not an image"
+        raise RequestError(f"{name} {what}: it must be {_FORMAT_NAMES}.") from None
     except Exception as exc:
-        raise RequestError(f"{name} is not a readable image ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'broken data'}).") from None
+        raise RequestError(_unreadable(name, exc)) from None
+    width, height = image.size
+    if width < MIN_IMAGE_SIDE or height < MIN_IMAGE_SIDE:
+        raise RequestError(f"{name} is too small ({width}×{height}); it must be at least {MIN_IMAGE_SIDE}×{MIN_IMAGE_SIDE} pixels.")
+    if width * height > settings.max_image_pixels:
+        raise RequestError(f"{name} is too large ({width}×{height}); at most {settings.max_image_pixels:,} pixels.")
+    return image
+
+
+def _too_large(name: str, exc: Exception, settings: Settings) -> str:
+    # PIL's own refusal gives the pixel count only ("Image size (144000000 pixels) exceeds limit of ...").
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    size = f" ({int(found.group(1)):,} pixels)" if found else ""
+    return f"{name} is too large{size}; at most {settings.max_image_pixels:,} pixels."
+
+
+def _unreadable(name: str, exc: Exception) -> str:
+    """What the user is told about a broken image; the decoder's own words (which may hold paths) go to the log."""
+    log.info("%s could not be read: %s: %s", name, type(exc).__name__, exc)
+    return f"{name} is not a readable image (the data is damaged or truncated)."
+
+
+def image_header(data: Union[bytes, BinaryIO], name: str, settings: Settings) -> tuple[str, int, int]:
+    """(format, width, height) of an upload from its header alone — no pixel is decoded — for a route to refuse what
+    decode_image would (not an image, not PNG/JPEG/WebP, too small, too many pixels) before it keeps the bytes.
+    A file object is read from its start and left at the position it was at."""
+    fp = data if not isinstance(data, (bytes, bytearray, memoryview)) else io.BytesIO(data)
+    start = fp.tell()
+    try:
+        image = _open_header(fp, name, settings)
+        return image.format, image.size[0], image.size[1]
+    finally:
+        fp.seek(start)
+
+
+def decode_image(data: bytes, name: str, settings: Settings) -> Image.Image:
+    """Open uploaded bytes as an image: the header is checked first (PNG, JPEG or WebP; size within the limits), so a
+    decompression bomb is refused before a single pixel is allocated; only then is it decoded."""
+    image = _open_header(data, name, settings)
+    try:
+        image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise RequestError(_too_large(name, exc, settings)) from None
+    except Exception as exc:
+        raise RequestError(_unreadable(name, exc)) from None
     return image

@@ -5,9 +5,11 @@
 import base64
 import io
 import socket
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 
@@ -70,21 +72,29 @@ class LiveServer:
 
     @property
     def state(self):
-        return self.app.app.state.studio  # LoginWall -> FastAPI
+        return self.app.fastapi.state.studio
 
 
 @contextmanager
-def live_server(engine, users=USERS, admins=("root",), blocks=None):
-    from studio.web.auth import Users
+def live_server(engine, users=USERS, admins=("root",), blocks=None, **options):
+    """The studio's server around `blocks` (a small stand-in UI by default) with these accounts; sessions persist
+    in a temporary folder. options: more create_app keyword arguments."""
     from studio.web.app import create_app
+    from studio.web.auth import Users
 
     accounts = Users(dict(users), admins) if users else None
-    app = create_app(blocks or simple_blocks(), engine, accounts)
-    server = LiveServer(app, free_port()).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    with tempfile.TemporaryDirectory(prefix="studio-state-") as state_dir:
+        app = create_app(blocks or simple_blocks(), engine, accounts, state_dir=Path(state_dir), **options)
+        server = LiveServer(app, free_port()).start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+def basic_headers(user: str) -> dict:
+    token = base64.b64encode(f"{user}:{USERS[user]}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
 
 
 def png_b64(size=(64, 64), color=(200, 40, 40), mode="RGB") -> str:

@@ -61,7 +61,7 @@ def test_cancel_while_queued_never_starts(engine):
 
 
 def test_a_failing_job_fails_alone(engine):
-    bad = engine.submit(GenerationRequest("no such model", seed=1, steps=2, width=64, height=64, model="no/such-model-anywhere"))
+    bad = engine.submit(GenerationRequest("no such model", seed=1, steps=2, width=64, height=64, model="no/such-model-anywhere"), may_name_any_model=True)
     result = bad.wait(timeout=60)
     assert isinstance(result, Failed)
     assert "no/such-model-anywhere" in result.message and "Traceback" not in result.message

@@ -33,7 +33,7 @@ def tiny_checkpoint(tmp_path_factory, studio_cache):
 def test_single_file_checkpoint_loads_offline_and_draws_the_same_image(engine, tiny_checkpoint):
     assert os.environ["HF_HUB_OFFLINE"] == "1"
     request = GenerationRequest("same weights", seed=11, steps=3, width=64, height=64)
-    from_file = engine.generate(replace(request, model=str(tiny_checkpoint)))
+    from_file = engine.generate(replace(request, model=str(tiny_checkpoint)), may_name_any_model=True)
     assert isinstance(from_file, Finished), from_file
     from_recipe = engine.generate(replace(request, model="tiny"))
     assert np.array_equal(pixels(from_file.images[0].path), pixels(from_recipe.images[0].path))
@@ -70,7 +70,7 @@ def test_models_dir_lists_checkpoints_like_a1111(tiny_checkpoint, tmp_path):
 def test_pickle_checkpoints_are_refused(engine, tmp_path):
     ckpt = tmp_path / "model.ckpt"
     torch.save({"state_dict": {}}, ckpt)
-    result = engine.generate(GenerationRequest("x", steps=2, width=64, height=64, model=str(ckpt)))
+    result = engine.generate(GenerationRequest("x", steps=2, width=64, height=64, model=str(ckpt)), may_name_any_model=True)
     assert isinstance(result, Failed)
     assert "pickle" in result.message and "--allow-pickle" in result.message
     assert engine.models.loaded_names() == ["tiny"], "a refused model must not evict the loaded one"
@@ -79,7 +79,7 @@ def test_pickle_checkpoints_are_refused(engine, tmp_path):
 def test_broken_checkpoint_file_fails_alone(engine, tmp_path):
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
-    result = engine.generate(GenerationRequest("x", steps=2, width=64, height=64, model=str(broken)))
+    result = engine.generate(GenerationRequest("x", steps=2, width=64, height=64, model=str(broken)), may_name_any_model=True)
     assert isinstance(result, Failed) and "not a readable .safetensors checkpoint" in result.message
     assert engine.models.loaded_names() == ["tiny"]
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from server_support import SMALL, USERS, live_server
 
-from studio.web.auth import AuthConfigError, Users, hash_password, parse_entries, verify_password
+from studio.web.auth import AuthConfigError, Users, hash_password, parse_entries, pbkdf2_hash, verify_password
 
 PUBLIC = {("/login", "GET"), ("/login", "POST"), ("/logout", "GET")}
 
@@ -32,7 +32,7 @@ def _flatten(routes, prefix="", gradio=False):
 
 
 def route_table(app, with_owner=False) -> list[tuple]:
-    table = sorted(set(_flatten(app.app.routes)))
+    table = sorted(set(_flatten(app.fastapi.routes)))
     if not with_owner:
         table = sorted({(path, method) for path, method, _ in table})
     assert len(table) > 60  # ours and Gradio's
@@ -136,8 +136,10 @@ def test_admin_only_powers(server):
 def test_password_formats_and_auth_file(tmp_path):
     assert verify_password("plain", "plain") and not verify_password("plain", "Plain")
     assert verify_password("sha256:" + hashlib.sha256(b"pw").hexdigest(), "pw")
-    stored = hash_password("pw", iterations=1000)
+    stored = pbkdf2_hash("pw", iterations=1000)
     assert stored.startswith("pbkdf2_sha256$1000$") and verify_password(stored, "pw") and not verify_password(stored, "px")
+    argon = hash_password("pw", time_cost=1, memory_cost=1024, parallelism=1)  # new entries: argon2id
+    assert argon.startswith("$argon2id$") and verify_password(argon, "pw") and not verify_password(argon, "px")
     file = tmp_path / "users.txt"
     file.write_text(f"# team\nalice:one\n\nbob:{stored}\n")
     users = Users.from_options("carol:three", file, ("bob",))

@@ -1,10 +1,15 @@
-"""The web UI's API endpoints through gradio_client against a launched app: /txt2img, /img2img and /inpaint stream
-previews before the final images, deliver the saved PNG files losslessly (pixel-equal to the engine's own result for
-the same request), and bad input comes back as the engine's message."""
+"""The web UI's API endpoints through gradio_client against the whole studio app: /txt2img, /img2img and /inpaint
+start a job whose live stream (the studio's own route) carries previews before the end, deliver the saved PNG
+files losslessly (pixel-equal to the engine's own result for the same request) from the studio's file route, and
+bad input comes back as the engine's message."""
 
 from __future__ import annotations
 
+import json
+import re
+import threading
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -12,7 +17,7 @@ from PIL import Image
 from studio.metadata import read_infotext
 from studio.requests import Finished, GenerationRequest
 
-from tests.ui_support import launch_ui, make_input_png, make_mask_png
+from tests.ui_support import launch_studio, make_input_png, make_mask_png
 
 gradio_client = pytest.importorskip("gradio_client")
 
@@ -21,36 +26,66 @@ COMMON = dict(prompt="a lighthouse at dusk", negative_prompt="blurry", steps=6, 
 
 
 @pytest.fixture(scope="module")
-def client(engine):
-    blocks, url = launch_ui(engine)
-    try:
-        yield gradio_client.Client(url, verbose=False)
-    finally:
-        blocks.close()
+def server(engine):
+    with launch_studio(engine) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return gradio_client.Client(server.url + "/", verbose=False)
 
 
 def _is_update(value) -> bool:
     return isinstance(value, dict) and value.get("__type__") == "update"
 
 
-def _stream(client, api_name: str, **kwargs):
-    """(previews seen before the final result, the final output tuple)."""
+def read_stream(base_url: str, stream_path: str, events: list, headers=None) -> None:
+    """Every (event, data) of a job's live stream until its end."""
+    with httpx.Client(base_url=base_url, headers=headers or {}, timeout=60) as http:
+        with http.stream("GET", stream_path) as response:
+            assert response.status_code == 200, response.status_code
+            kind = None
+            for line in response.iter_lines():
+                if line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: "):
+                    events.append((kind, json.loads(line[6:])))
+                    if kind in ("finished", "failed", "cancelled"):
+                        return
+
+
+def _stream(server, client, api_name: str, **kwargs):
+    """(the job's live-stream events, the final output tuple of the Gradio endpoint)."""
     job = client.submit(api_name=api_name, **kwargs)
-    outputs = list(job)  # every streamed update, in order
+    events, reader = [], None
+    outputs = []
+    for out in job:  # every streamed update, in order
+        outputs.append(out)
+        live = out[0] if isinstance(out[0], str) else ""
+        match = re.search(r"data-stream='([^']+)'", live)
+        if match and reader is None:
+            reader = threading.Thread(target=read_stream, args=(server.url, match.group(1), events))
+            reader.start()
     job.result()
-    assert outputs, "no streamed output"
-    final_index = next(i for i, out in enumerate(outputs) if out[2] and not _is_update(out[2]))
-    previews = [out[0] for out in outputs[:final_index] if out[0] and not _is_update(out[0])]
-    return previews, outputs[final_index]
+    assert reader is not None, "the endpoint never named its live stream"
+    reader.join(60)
+    final = next(out for out in outputs if out[2] and not _is_update(out[2]))
+    return events, final
+
+
+def _previews_before_the_end(events) -> int:
+    kinds = [kind for kind, _ in events]
+    assert kinds[-1] == "finished", kinds
+    return kinds.count("preview")
 
 
 def _final_png(final) -> str:
-    gallery, infotext, files = final[2], final[3], final[4]
-    assert len(gallery) == 1 and len(files) == 1
-    path = gallery[0]["image"]
-    assert path.endswith(".png") and files[0].endswith(".png")
-    with open(path, "rb") as a, open(files[0], "rb") as b:
-        assert a.read() == b.read()  # the gallery and the download are the same file
+    gallery, infotext, downloads = final[2], final[3], final[4]
+    assert len(gallery) == 1
+    path = gallery[0]["image"]  # gradio_client fetched it from the studio's file route
+    assert path.endswith(".png")
+    assert "/studio/files/" in downloads and "/gradio_api/file" not in downloads
     with Image.open(path) as image:
         assert read_infotext(image) == infotext
     return path
@@ -78,31 +113,31 @@ def test_api_lists_the_three_endpoints_with_a1111_names(client):
     assert {"init_image", "mask", "denoising_strength", "mask_blur"} <= set(names["/inpaint"])
 
 
-def test_txt2img_streams_previews_then_the_engines_png(client, engine):
-    previews, final = _stream(client, "/txt2img", width=64, height=64, **COMMON)
-    assert len(previews) >= 1, "no preview streamed before the final image"
+def test_txt2img_streams_previews_then_the_engines_png(server, client, engine):
+    events, final = _stream(server, client, "/txt2img", width=64, height=64, **COMMON)
+    assert _previews_before_the_end(events) >= 1, "no preview streamed before the final image"
     path = _final_png(final)
     request = GenerationRequest(width=64, height=64, **COMMON)
     _assert_same_pixels(path, _engine_png(engine, request))
 
 
-def test_img2img_streams_previews_then_the_engines_png(client, engine, tmp_path):
+def test_img2img_streams_previews_then_the_engines_png(server, client, engine, tmp_path):
     init = make_input_png(tmp_path / "init.png")
-    previews, final = _stream(client, "/img2img", init_image=gradio_client.handle_file(str(init)), denoising_strength=0.7,
+    events, final = _stream(server, client, "/img2img", init_image=gradio_client.handle_file(str(init)), denoising_strength=0.7,
                               width=0, height=0, **COMMON)
-    assert len(previews) >= 1
+    assert _previews_before_the_end(events) >= 1
     path = _final_png(final)
     request = GenerationRequest(init_image=Image.open(init).convert("RGB"), denoising_strength=0.7, **COMMON)
     _assert_same_pixels(path, _engine_png(engine, request))
 
 
-def test_inpaint_streams_previews_then_the_engines_png(client, engine, tmp_path):
+def test_inpaint_streams_previews_then_the_engines_png(server, client, engine, tmp_path):
     init = make_input_png(tmp_path / "init.png")
     mask = make_mask_png(tmp_path / "mask.png")
-    previews, final = _stream(client, "/inpaint", init_image=gradio_client.handle_file(str(init)),
+    events, final = _stream(server, client, "/inpaint", init_image=gradio_client.handle_file(str(init)),
                               mask=gradio_client.handle_file(str(mask)), denoising_strength=0.8, mask_blur=2,
                               width=0, height=0, **COMMON)
-    assert len(previews) >= 1
+    assert _previews_before_the_end(events) >= 1
     path = _final_png(final)
     request = GenerationRequest(init_image=Image.open(init).convert("RGB"), mask=Image.open(mask).convert("L"),
                                 denoising_strength=0.8, mask_blur=2, **COMMON)

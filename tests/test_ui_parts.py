@@ -3,7 +3,8 @@ per-session cancel, and the rule that the UI imports no torch."""
 
 from __future__ import annotations
 
-import os
+import asyncio
+
 import subprocess
 import sys
 
@@ -68,38 +69,61 @@ def test_png_info_reads_our_parameters_and_maps_them_to_text_to_image(engine, tm
     assert png_info.read_parameters(str(plain))[1] == {}
 
 
-def test_step_previews_frames_and_animation_export(engine):
-    session = Session()
-    updates = list(stream_job(engine, session, "txt2img", GenerationRequest("steps", steps=5, seed=3, width=64, height=64), "t"))
-    assert updates[-1][2], "no final gallery"
-    job = session.last_job
-    job.wait()
+def test_step_previews_show_frames_through_the_studio_route(engine, monkeypatch):
+    import gradio as gr
+
+    job = engine.submit(GenerationRequest("steps", steps=5, seed=3, width=64, height=64), owner="t")
+    assert isinstance(job.wait(60), Finished)
+    session = Session(last_job=job)  # what generating from the browser tab leaves behind
     deadline = __import__("time").time() + 10
     while len(job.step_frames) < 5 and __import__("time").time() < deadline:
         __import__("time").sleep(0.05)
-    main, *channels, caption = step_previews.frame_view(session, 2, step_previews.NOISY)
-    assert isinstance(main, Image.Image) and len(channels) == 4 and all(c.mode == "L" for c in channels)
-    assert "frame 2/" in caption
-    exports = step_previews.AnimationExports()
-    for fmt, ext in (("GIF", ".gif"), ("WebP", ".webp")):
-        path = step_previews.export_animation(exports, session, step_previews.X0, fmt)
-        assert path.endswith(ext)
-        with Image.open(path) as animation:
-            assert animation.n_frames == len(job.step_frames)
-    again = step_previews.export_animation(exports, session, step_previews.X0, "GIF")  # same job, same view: overwritten
-    assert os.path.dirname(again) == os.path.dirname(path) == exports.folder()  # one folder, not one per export
-    assert len(os.listdir(exports.folder())) >= 2
+    main, channels, caption, export = step_previews.frame_view(session, 2, step_previews.NOISY)
+    route = f"/studio/api/jobs/{job.id}"
+    assert f'src="{route}/frames/2/noisy.jpg"' in main
+    assert all(f'src="{route}/frames/2/c{n}.jpg"' in channels for n in range(1, 5))
+    assert caption == "Step 2 of 5 · frame 2/5"
+    assert f'href="{route}/animation.gif?view=noisy"' in export and f'href="{route}/animation.webp?view=noisy"' in export
+    assert not any("/gradio_api/" in piece or "file=" in piece for piece in (main, channels, export))
+    monkeypatch.setattr(step_previews, "PLAY_FPS", 1000)
+    with gr.Blocks():  # Play is a handler of the built tab
+        play = step_previews.build(engine, gr.State(Session()))["animate"]
+    played = list(play(session, step_previews.X0))  # (slider, main, channels, caption, export) per frame
+    assert [p[3] for p in played] == [f"Step {i} of 5 · frame {i}/5" for i in range(1, 6)]
+    assert f'src="{route}/frames/5/x0.jpg"' in played[-1][1]
     empty = step_previews.frame_view(Session(), 1, step_previews.X0)
-    assert empty[0] is None and "No step frames" in empty[-1]
+    assert empty[0] == "" and "No step frames" in empty[2]
+
+
+def _updates(engine, session, request, take=None) -> list:
+    """Run the UI's streaming handler (an async generator) to its end, or for its first `take` updates."""
+    from studio.ui.streaming import Services
+
+    async def run():
+        out = []
+        stream = stream_job(Services(engine), session, "txt2img", request, None)
+        async for update in stream:
+            out.append(update)
+            if take is not None and len(out) >= take:
+                await stream.aclose()
+                break
+        return out
+
+    return asyncio.run(run())
 
 
 def test_cancel_only_touches_this_sessions_job(engine):
     mine, theirs = Session(), Session()
-    stream = stream_job(engine, mine, "txt2img", GenerationRequest("long", steps=40, width=64, height=64), "me")
-    next(stream)  # submitted
-    assert "Nothing to cancel" in cancel_job(engine, theirs, "txt2img")
-    assert "Cancelling" in cancel_job(engine, mine, "txt2img")
-    rest = list(stream)
+    from studio.ui.streaming import Services
+
+    async def run():
+        stream = stream_job(Services(engine), mine, "txt2img", GenerationRequest("long", steps=40, width=64, height=64), None)
+        await stream.__anext__()  # submitted
+        assert "Nothing to cancel" in cancel_job(engine, theirs, "txt2img")
+        assert "Cancelling" in cancel_job(engine, mine, "txt2img")
+        return [update async for update in stream]
+
+    rest = asyncio.run(run())
     assert "Cancelled" in rest[-1][1]
     assert mine.last_job.status == "cancelled" and "txt2img" not in mine.jobs
 
@@ -108,7 +132,7 @@ def test_a_bad_request_is_a_gradio_error_with_the_engines_message(engine):
     import gradio as gr
 
     with pytest.raises(gr.Error) as raised:
-        next(stream_job(engine, Session(), "txt2img", GenerationRequest("x", width=100), "me"))
+        _updates(engine, Session(), GenerationRequest("x", width=100), take=1)
     assert "width must be a multiple of 8" in str(raised.value)
 
 
@@ -117,12 +141,17 @@ def test_progress_line_is_clean_and_the_preview_ends_on_the_result(engine):
 
     assert queue_text(0) == "Starting…"  # a job that is next up does not "wait in queue"
     assert queue_text(2) == "Waiting in queue: 2 jobs ahead"
-    updates = list(stream_job(engine, Session(), "txt2img", GenerationRequest("p", steps=3, seed=5, width=64, height=64), "me"))
+    session = Session()
+    updates = _updates(engine, session, GenerationRequest("p", steps=3, seed=5, width=64, height=64))
     texts = [u[1] for u in updates if isinstance(u[1], str)]
     assert "Starting…" in texts[0] and not any("next up" in t for t in texts)
-    preview, progress, gallery, _, files = updates[-1]
+    assert f"data-stream='/studio/api/jobs/{session.last_job.id}/stream'" in updates[0][0]  # the live preview's stream
+    preview, progress, gallery, _, downloads = updates[-1]
     assert "Done: 1 image" in progress
-    assert preview == files[0] and preview.endswith(".png")  # the final image, not the last latent preview
+    url = gallery[0][0]
+    assert url.startswith("http") and "/studio/files/" in url and url.endswith(".png")
+    assert f"src='{url}'" in preview  # the live preview ends on the result, not the last latent preview
+    assert url in downloads and "/gradio_api/file" not in downloads
 
 
 def test_impossible_sizes_snap_to_default_or_the_minimum():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -19,16 +21,29 @@ def free_port(candidates=range(7862, 7870)) -> int:
     raise RuntimeError("no free port in 7862-7869")
 
 
-def launch_ui(engine):
-    """(blocks, url) — the studio UI launched in this process, not blocking."""
-    from studio.ui import build_ui, launch_options
+@contextmanager
+def launch_studio(engine, users=None, admins=()):
+    """The whole studio (UI, routes, rules) served in this process on a free port: yields the LiveServer."""
+    from studio.access import Access
+    from studio.ui import CSS, build_ui
+    from studio.web.app import create_app
+    from studio.web.auth import Users
+    from studio.web.gradio_files import GradioFiles, private_gradio_cache
 
-    blocks = build_ui(engine)
-    port = free_port()
-    blocks.queue(default_concurrency_limit=None).launch(
-        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(engine)
-    )
-    return blocks, f"http://127.0.0.1:{port}/"
+    from tests.server_support import LiveServer
+
+    private_gradio_cache(engine.settings.cache_dir)
+    accounts = Users(dict(users), admins) if users else None
+    access, files = Access(engine, accounts), GradioFiles()
+    blocks = build_ui(engine, access=access, files=files)
+    with tempfile.TemporaryDirectory(prefix="studio-state-") as state_dir:
+        app = create_app(blocks, engine, accounts, access=access, files=files, state_dir=Path(state_dir), css=CSS)
+        server = LiveServer(app, free_port()).start()
+        try:
+            yield server
+        finally:
+            server.stop()
+            blocks.close()
 
 
 def make_input_png(path: Path, size=(64, 64)) -> Path:

@@ -1,14 +1,13 @@
 """The Gradio front end. Imports no torch: it talks to the engine through typed requests and job events.
 
-    build_ui(engine) -> gr.Blocks        the whole studio (one module per tab, a shared streaming helper)
-    launch_options(engine) -> dict       what launch() needs for it: the outputs folder served, the style sheet
+    build_ui(engine, access=, files=) -> gr.Blocks   the whole studio (one module per tab, a shared streaming helper)
+    CSS                                               its style sheet
 """
 
 from __future__ import annotations
 
 import html
 import json
-from pathlib import Path
 from typing import Optional
 
 import gradio as gr
@@ -17,7 +16,7 @@ from . import img2img, inpaint, png_info, step_previews, txt2img
 from studio.requests import LOCAL_USER
 
 from .panel import Panel
-from .streaming import SILENT, TELLING, Session
+from .streaming import SILENT, TELLING, Services, Session
 
 CSS = """
 .studio-banner { background: #fff4d6; border: 1px solid #e0b252; border-radius: 8px; padding: 8px 14px; color: #5c4100; }
@@ -30,8 +29,10 @@ CSS = """
 .studio-footer { font-size: 0.85em; color: var(--body-text-color-subdued); }
 /* Our own status lines: never Gradio's timer/"Error" overlay on them (their text would mix into ours). */
 .studio-quiet [data-testid="status-tracker"] { display: none !important; }
-/* Downloads are read-only: Gradio 6 draws a "remove" × beside each file of a multi-file list even when not interactive. */
-.studio-downloads .label-clear-button { display: none !important; }
+.studio-live { min-height: 300px; display: flex; align-items: center; justify-content: center;
+               background: var(--block-background-fill); border-radius: 8px; }
+.studio-live img { max-width: 100%; height: 300px; object-fit: contain; }
+.studio-downloads { margin: 0; padding-left: 1.2em; font-size: 0.9em; }
 """
 
 # On page load: the style sheet (so it applies however the server mounts the UI), and Ctrl+Enter (Cmd+Enter)
@@ -43,6 +44,34 @@ SHORTCUTS_JS = """
   const style = document.createElement('style');
   style.textContent = __CSS__;
   document.head.appendChild(style);
+  // Live previews: each job's frames and steps come from the studio's own stream (server-sent events, owner only),
+  // into the live-preview box the generate handler drew; the stream closes when the job ends or the box goes.
+  const streams = new Map();
+  const etaText = (s) => !(s > 0) ? '' : s < 1 ? ' · ETA <1 s' : s < 60 ? ` · ETA ${Math.round(s)} s`
+      : ` · ETA ${Math.floor(s / 60)} min ${String(Math.floor(s % 60)).padStart(2, '0')} s`;
+  const attach = (box) => {
+    if (streams.has(box)) return;
+    const source = new EventSource(box.dataset.stream);
+    streams.set(box, source);
+    const img = box.querySelector('img.studio-live-frame');
+    const progress = () => document.querySelector(`#${box.dataset.tab}-progress .studio-progress`);
+    source.addEventListener('preview', (e) => {
+      const frame = JSON.parse(e.data);
+      img.src = frame.image; img.hidden = false;
+      box.dataset.frames = String(Number(box.dataset.frames || 0) + 1);
+    });
+    source.addEventListener('step', (e) => {
+      const step = JSON.parse(e.data), line = progress();
+      if (line && !line.classList.contains('studio-progress-done')) line.textContent = `Step ${step.step}/${step.total}${etaText(step.eta)}`;
+    });
+    for (const end of ['finished', 'failed', 'cancelled']) source.addEventListener(end, () => source.close());
+  };
+  const sweep = () => {
+    document.querySelectorAll('.studio-live[data-stream]').forEach(attach);
+    for (const [box, source] of streams) if (!box.isConnected) { source.close(); streams.delete(box); }
+  };
+  new MutationObserver(sweep).observe(document.body, { childList: true, subtree: true });
+  sweep();
   document.addEventListener('keydown', (e) => {
     if (!(e.ctrlKey || e.metaKey) || e.key !== 'Enter') return;
     const box = e.target && e.target.closest ? e.target.closest('.studio-prompt') : null;
@@ -78,24 +107,21 @@ def banner_update(engine):
     return gr.Markdown(f"⚠️ {notice}" if notice else "", visible=bool(notice))
 
 
-def launch_options(engine) -> dict:
-    """Keyword arguments for Blocks.launch(): the outputs folder may be served (results are the saved PNGs)."""
-    outputs = Path(engine.settings.outputs).resolve()
-    outputs.mkdir(parents=True, exist_ok=True)
-    return dict(allowed_paths=[str(outputs)], css=CSS)
-
-
-def build_ui(engine) -> gr.Blocks:
+def build_ui(engine, *, access=None, files=None) -> gr.Blocks:
+    """access: the model rule (studio.access.Access); files: what hands pictures to Gradio per user (the web side's
+    GradioFiles). Call private_gradio_cache() (studio.web.gradio_files) first: Gradio reads its cache folder per
+    component."""
+    services = Services(engine, access=access, files=files)
     with gr.Blocks(title="SD Studio") as blocks:
         session = gr.State(Session())
         banner = gr.Markdown(**_banner_kwargs(engine), elem_classes=["studio-banner"], elem_id="studio-banner")
         with gr.Tabs(elem_id="studio-tabs") as tabs:
             with gr.Tab("Text to image", id="txt2img", elem_id="tab-txt2img"):
-                t2i = txt2img.build(engine, session)
+                t2i = txt2img.build(services, session)
             with gr.Tab("Image to image", id="img2img", elem_id="tab-img2img"):
-                i2i = img2img.build(engine, session)
+                i2i = img2img.build(services, session)
             with gr.Tab("Inpainting", id="inpaint", elem_id="tab-inpaint"):
-                inp = inpaint.build(engine, session)
+                inp = inpaint.build(services, session)
             with gr.Tab("Step previews", id="steps", elem_id="tab-steps") as steps_tab:
                 steps = step_previews.build(engine, session)
             with gr.Tab("PNG info", id="pnginfo", elem_id="tab-pnginfo"):
@@ -103,7 +129,7 @@ def build_ui(engine) -> gr.Blocks:
         footer = gr.Markdown(footer_markdown(engine), elem_classes=["studio-footer"], elem_id="studio-footer")
 
         for panel in (t2i, i2i, inp):
-            _wire_sends(panel, tabs, i2i, inp, session, TELLING)
+            _wire_sends(services, panel, tabs, i2i, inp, session, TELLING)
         _wire_png_info(info, t2i, tabs, TELLING)
         steps_tab.select(steps["show_last"], [session, steps["view"]], [steps["slider"]] + steps["pictures"], **SILENT)
         def on_load(request: gr.Request):
@@ -119,20 +145,20 @@ def _banner_kwargs(engine) -> dict:
     return dict(value=f"⚠️ {notice}" if notice else "", visible=bool(notice))
 
 
-def _wire_sends(panel: Panel, tabs, i2i: Panel, inp: Panel, session, private) -> None:
+def _wire_sends(services: Services, panel: Panel, tabs, i2i: Panel, inp: Panel, session, private) -> None:
     def chosen(s: Session):
         image = s.selected_image(panel.tab) if s else None
         if image is None:
             raise gr.Error("No result to send yet: generate first.", print_exception=False)
         return image
 
-    def to_img2img(s: Session, prompt, negative):
-        image = chosen(s)
-        return gr.Tabs(selected="img2img"), image.path, prompt, negative
+    def to_img2img(s: Session, prompt, negative, request: gr.Request):
+        picture = services.hand_over(request, chosen(s).path)
+        return gr.Tabs(selected="img2img"), picture, prompt, negative
 
-    def to_inpaint(s: Session, prompt, negative):
-        image = chosen(s)
-        editor = {"background": image.path, "layers": [], "composite": image.path}
+    def to_inpaint(s: Session, prompt, negative, request: gr.Request):
+        picture = services.hand_over(request, chosen(s).path)
+        editor = {"background": picture, "layers": [], "composite": picture}
         return gr.Tabs(selected="inpaint"), editor, prompt, negative
 
     panel.to_img2img.click(to_img2img, [session, panel.prompt, panel.negative_prompt],
@@ -154,4 +180,4 @@ def _wire_png_info(info: dict, t2i: Panel, tabs, private) -> None:
     info["send"].click(send, info["table"], [tabs, *targets.values()], **private)
 
 
-__all__ = ["build_ui", "launch_options", "footer_markdown", "user_markdown"]
+__all__ = ["build_ui", "CSS", "footer_markdown", "user_markdown"]

@@ -14,7 +14,7 @@ from PIL import Image, ImageChops, ImageOps
 from studio.requests import GenerationRequest, RequestError
 
 from .panel import Panel, build_panel, generate_listener, whole
-from .streaming import TELLING, Session, owner_of, stream_job
+from .streaming import TELLING, Services, Session, stream_job
 from .txt2img import common_fields
 
 TAB = "inpaint"
@@ -43,16 +43,18 @@ def mask_from_editor(value) -> tuple[Optional[Image.Image], Optional[Image.Image
     return init, mask
 
 
-def without_mask(value):
-    """The editor's value with its background and no painted layers (the editor's own 🗑 also drops the image)."""
+def without_mask(value, hand_over=lambda picture: picture):
+    """The editor's value with its background and no painted layers (the editor's own 🗑 also drops the image).
+    hand_over: makes the background a value Gradio may show this user (see Services.hand_over)."""
     background = value.get("background") if value else None
     if background is None:
         gr.Info("No image to clear the mask of.")
         return gr.skip()
+    background = hand_over(background)
     return {"background": background, "layers": [], "composite": background}
 
 
-def build(engine, session: gr.State) -> Panel:
+def build(services: Services, session: gr.State) -> Panel:
     def inputs():
         editor = gr.ImageEditor(
             label="Image and mask: upload/paste/drop an image, then paint over what to repaint",
@@ -79,9 +81,10 @@ def build(engine, session: gr.State) -> Panel:
         return dict(editor=editor, clear_mask=clear_mask, inpainting_mask_invert=invert, mask_blur=mask_blur, denoising_strength=denoising_strength,
                     api_init=api_init, api_mask=api_mask, api_trigger=api_trigger)
 
-    panel = build_panel(engine, TAB, session, size_label="0 = the input image's size; otherwise 64 or more", inputs_block=inputs)
+    panel = build_panel(services.engine, TAB, session, size_label="0 = the input image's size; otherwise 64 or more", inputs_block=inputs)
 
-    def run(fields: tuple, init_image, mask, denoising_strength, mask_blur, inpainting_mask_invert, state: Session, owner: str):
+    async def run(fields: tuple, init_image, mask, denoising_strength, mask_blur, inpainting_mask_invert, state: Session,
+                  request: gr.Request):
         if init_image is None:
             raise gr.Error("Add an image to inpaint first (upload, paste or drop one).", print_exception=False)
         if mask is None:
@@ -99,24 +102,30 @@ def build(engine, session: gr.State) -> Panel:
             )
         except RequestError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
-        yield from stream_job(engine, state, TAB, req, owner)
+        async for update in stream_job(services, state, TAB, req, request):
+            yield update
 
-    def inpaint(prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count, model,
+    async def inpaint(prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count, model,
                 init_image, mask, denoising_strength, mask_blur, inpainting_mask_invert, state: Session, request: gr.Request):
         """Inpainting: `mask` is white where to repaint. Streams previews; ends with the saved PNG files."""
         fields = (prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count, model)
-        yield from run(fields, init_image, mask, denoising_strength, mask_blur, inpainting_mask_invert, state, owner_of(request))
+        async for update in run(fields, init_image, mask, denoising_strength, mask_blur, inpainting_mask_invert, state, request):
+            yield update
 
-    def inpaint_editor(prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count, model,
+    async def inpaint_editor(prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count, model,
                        editor, denoising_strength, mask_blur, inpainting_mask_invert, state: Session, request: gr.Request):
         init_image, mask = mask_from_editor(editor)
         if init_image is not None and mask is not None and mask.getbbox() is None and not inpainting_mask_invert:
             raise gr.Error("The mask is empty: paint over the area to repaint (the brush tool) before generating.", print_exception=False)
         fields = (prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count, model)
-        yield from run(fields, init_image, mask, denoising_strength, mask_blur, inpainting_mask_invert, state, owner_of(request))
+        async for update in run(fields, init_image, mask, denoising_strength, mask_blur, inpainting_mask_invert, state, request):
+            yield update
 
     x = panel.extra
-    x["clear_mask"].click(without_mask, x["editor"], x["editor"], **TELLING)
+    def clear_mask(value, request: gr.Request):
+        return without_mask(value, lambda picture: services.hand_over(request, picture))
+
+    x["clear_mask"].click(clear_mask, x["editor"], x["editor"], **TELLING)
     generate_listener(
         panel, inpaint_editor,
         panel.parameter_inputs() + [x["editor"], x["denoising_strength"], x["mask_blur"], x["inpainting_mask_invert"], session],

@@ -3,19 +3,21 @@ Generate / Cancel, and the output column (live preview, progress, results, param
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import gradio as gr
 
 from studio.requests import RequestError
+from studio.validation import MAX_PROMPT_CHARS
 from studio.samplers import DEFAULT_SAMPLER, sampler_names
 
 from .streaming import GENERATE_QUEUE, SILENT, TELLING, Session, cancel_job
 from .tokens import counter_for, token_counter_html
 
-GENERATE_CONCURRENCY = 16  # handlers waiting on the engine's own fair queue (which reports positions)
+# No limit of Gradio's: its queue is first come, first served, so every click goes straight to the engine's fair
+# (round-robin, per-user capped) queue; the handlers await events on the event loop and hold no thread.
+GENERATE_CONCURRENCY = None
 DICE = "🎲"
 RECYCLE = "♻️"
 
@@ -40,11 +42,11 @@ class Panel:
     model: gr.Dropdown
     generate: gr.Button
     cancel: gr.Button
-    preview: gr.Image
+    preview: gr.HTML
     progress: gr.HTML
     gallery: gr.Gallery
     infotext: gr.Textbox
-    files: gr.File
+    downloads: gr.HTML
     reuse_seed: gr.Button
     to_img2img: gr.Button
     to_inpaint: gr.Button
@@ -56,7 +58,7 @@ class Panel:
                 self.height, self.seed, self.batch_size, self.batch_count, self.model]
 
     def outputs(self) -> list:
-        return [self.preview, self.progress, self.gallery, self.infotext, self.files]
+        return [self.preview, self.progress, self.gallery, self.infotext, self.downloads]
 
 
 def whole(value: Any, name: str) -> Any:
@@ -97,9 +99,9 @@ def build_panel(engine, tab: str, session: gr.State, size_label: str, inputs_blo
         models.insert(0, info.model)
     with gr.Row(equal_height=False):
         with gr.Column(scale=5, min_width=360):
-            prompt = gr.Textbox(label="Prompt", lines=3, placeholder="What to draw (Ctrl+Enter generates)", elem_id=f"{tab}-prompt", elem_classes=["studio-prompt"])
+            prompt = gr.Textbox(label="Prompt", lines=3, max_length=MAX_PROMPT_CHARS, placeholder="What to draw (Ctrl+Enter generates)", elem_id=f"{tab}-prompt", elem_classes=["studio-prompt"])
             prompt_tokens = gr.HTML(token_counter_html(counter, ""), elem_id=f"{tab}-prompt-tokens")
-            negative_prompt = gr.Textbox("", label="Negative prompt", lines=2, placeholder="What to avoid", elem_id=f"{tab}-negative", elem_classes=["studio-prompt"])
+            negative_prompt = gr.Textbox("", label="Negative prompt", lines=2, max_length=MAX_PROMPT_CHARS, placeholder="What to avoid", elem_id=f"{tab}-negative", elem_classes=["studio-prompt"])
             negative_tokens = gr.HTML(token_counter_html(counter, ""), elem_id=f"{tab}-negative-tokens")
             extra = inputs_block() if inputs_block else {}
             with gr.Row():
@@ -123,7 +125,9 @@ def build_panel(engine, tab: str, session: gr.State, size_label: str, inputs_blo
                 generate = gr.Button("Generate", variant="primary", elem_id=f"{tab}-generate", elem_classes=["studio-generate"])
                 cancel = gr.Button("Cancel", variant="stop", elem_id=f"{tab}-cancel")
             progress = gr.HTML("", elem_id=f"{tab}-progress", elem_classes=["studio-quiet"])
-            preview = gr.Image(label="Live preview", type="pil", format="jpeg", interactive=False, height=300, elem_id=f"{tab}-preview")
+            # Filled by the browser from the studio's live stream (server-sent events), not by Gradio per step.
+            preview = gr.HTML("<div class='studio-live'></div>", label="Live preview", show_label=True, elem_id=f"{tab}-preview",
+                              elem_classes=["studio-live-box"])
             # One result or many: the selected one large (whole, captioned), the others as thumbnails below it.
             gallery = gr.Gallery(label="Results", format="png", columns=4, height=420, object_fit="contain", preview=True, selected_index=0,
                                  interactive=False, elem_id=f"{tab}-gallery")
@@ -132,12 +136,11 @@ def build_panel(engine, tab: str, session: gr.State, size_label: str, inputs_blo
                 to_img2img = gr.Button("→ Image to image", size="sm", elem_id=f"{tab}-to-img2img")
                 to_inpaint = gr.Button("→ Inpainting", size="sm", elem_id=f"{tab}-to-inpaint")
             infotext = gr.Textbox(label="Parameters", lines=3, interactive=False, buttons=["copy"], elem_id=f"{tab}-infotext")
-            files = gr.File(label="Download PNG (with parameters)", file_count="multiple", interactive=False,
-                            allow_reordering=False, elem_id=f"{tab}-files", elem_classes=["studio-downloads"])
+            downloads = gr.HTML("", label="Download PNG (with parameters)", show_label=True, elem_id=f"{tab}-files")
 
     panel = Panel(tab, prompt, negative_prompt, prompt_tokens, negative_tokens, sampler_name, steps, cfg_scale, width, height,
                   seed, dice, recycle, batch_size, batch_count, model, generate, cancel, preview, progress, gallery, infotext,
-                  files, reuse_seed, to_img2img, to_inpaint, extra)
+                  downloads, reuse_seed, to_img2img, to_inpaint, extra)
     _wire_local(engine, panel, session, counter)
     return panel
 
@@ -196,6 +199,3 @@ def generate_listener(p: Panel, fn, inputs: list, api_name: str, trigger=None, *
         **kwargs,
     )
 
-
-def random_seed() -> int:
-    return random.randrange(2**32)

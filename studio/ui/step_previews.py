@@ -1,19 +1,18 @@
 """Step previews tab: the last job of this browser session, step by step — the decoded frame (what the image is
-becoming, or the noisy latent) and the 4 latent channels as grayscale images; play it, or export an animation."""
+becoming, or the noisy latent) and the 4 latent channels as grayscale images; play it, or download an animation.
+
+The pictures are <img> tags pointing at the studio's own per-user frame route (studio/web/frames.py), which serves
+them from memory to the job's owner: nothing goes through Gradio's file cache or route, and nothing is written to
+disk. This module only writes HTML (no torch, no studio.web)."""
 
 from __future__ import annotations
 
-import atexit
-import io
-import os
-import shutil
-import tempfile
-import threading
+import html
 import time
 from typing import Optional
+from urllib.parse import quote
 
 import gradio as gr
-from PIL import Image
 
 from .streaming import Session
 
@@ -21,36 +20,8 @@ TAB = "steps"
 X0 = "x0 estimate (what the image is becoming)"
 NOISY = "noisy latent (what the sampler holds)"
 PLAY_FPS = 8
-EXPORT_MAX_AGE_S = 3600  # older exports are removed at the next export
-
-class AnimationExports:
-    """One folder for the animations this UI exports (Gradio serves copies from its cache): old exports are pruned
-    as new ones come, and the folder is removed when the process exits."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._folder: Optional[str] = None
-
-    def folder(self) -> str:
-        with self._lock:
-            if self._folder is None or not os.path.isdir(self._folder):
-                self._folder = tempfile.mkdtemp(prefix="studio-steps-")
-                atexit.register(shutil.rmtree, self._folder, True)
-            folder = self._folder
-        now = time.time()
-        for entry in os.scandir(folder):
-            try:
-                if now - entry.stat().st_mtime > EXPORT_MAX_AGE_S:
-                    os.remove(entry.path)
-            except OSError:
-                pass
-        return folder
-
-
-def _open(data: bytes) -> Image.Image:
-    image = Image.open(io.BytesIO(data))
-    image.load()
-    return image
+CHANNEL_KINDS = ("c1", "c2", "c3", "c4")
+NO_FRAMES = "No step frames yet: generate something in this browser tab first."
 
 
 def frames_of(session: Optional[Session]) -> list:
@@ -58,32 +29,64 @@ def frames_of(session: Optional[Session]) -> list:
     return list(job.step_frames) if job is not None else []
 
 
-def frame_view(session: Optional[Session], index, view: str):
-    """(main image, 4 channels, caption) for 1-based frame `index`."""
-    frames = frames_of(session)
-    if not frames:
-        return None, None, None, None, None, "No step frames yet: generate something in this browser tab first."
-    i = min(max(int(index or 1), 1), len(frames)) - 1
-    f = frames[i]
-    main = _open(f.noisy if view == NOISY else f.x0)
-    channels = [_open(c) for c in f.channels]
-    return (main, *channels, f"Step {f.step} of {f.total} · frame {i + 1}/{len(frames)}")
+def view_kind(view: str) -> str:
+    return "noisy" if view == NOISY else "x0"
 
 
-def export_animation(exports: AnimationExports, session: Optional[Session], view: str, fmt: str) -> str:
+def job_path(job_id: str) -> str:
+    """The studio route of one job (escaped: the id goes into a URL, then into HTML)."""
+    return f"/studio/api/jobs/{quote(str(job_id), safe='')}"
+
+
+def frame_url(job_id: str, index: int, kind: str) -> str:
+    return f"{job_path(job_id)}/frames/{int(index)}/{quote(kind, safe='')}.jpg"
+
+
+def animation_url(job_id: str, fmt: str, view: str) -> str:
+    return f"{job_path(job_id)}/animation.{fmt}?view={view_kind(view)}"
+
+
+def _img(src: str, alt: str, style: str) -> str:
+    return f'<img src="{html.escape(src)}" alt="{html.escape(alt)}" style="{style}">'
+
+
+def main_html(job_id: str, index: int, view: str) -> str:
+    alt = f"{'Noisy latent' if view == NOISY else 'Decoded frame'}, frame {index}"
+    picture = _img(frame_url(job_id, index, view_kind(view)), alt,
+                   "display:block;width:min(100%,512px);height:auto;border-radius:6px;margin:0 auto")
+    return f'<div class="steps-main-picture" style="min-height:256px">{picture}</div>'
+
+
+def channels_html(job_id: str, index: int) -> str:
+    cells = []
+    for n, kind in enumerate(CHANNEL_KINDS, start=1):
+        picture = _img(frame_url(job_id, index, kind), f"Latent channel {n}, frame {index}",
+                       "display:block;width:100%;height:auto;border-radius:4px")
+        cells.append(f'<figure style="flex:1 1 0;max-width:160px;margin:0">{picture}'
+                     f'<figcaption style="font-size:0.8em;text-align:center;opacity:0.75">Latent channel {n}</figcaption></figure>')
+    return f'<div class="steps-channels" style="display:flex;gap:8px;justify-content:center">{"".join(cells)}</div>'
+
+
+def export_html(job_id: str, view: str) -> str:
+    """Download links: the studio route builds the animation in memory and sends it as an attachment."""
+    links = " ".join(
+        f'<a href="{html.escape(animation_url(job_id, fmt, view))}" download class="steps-export-{fmt}" '
+        f'style="margin-right:12px">⬇ {label}</a>'
+        for fmt, label in (("gif", "GIF"), ("webp", "WebP"))
+    )
+    return f'<div class="steps-export">Download the animation ({html.escape(view_kind(view))}): {links}</div>'
+
+
+def frame_view(session: Optional[Session], index, view: str) -> tuple[str, str, str, str]:
+    """(main picture HTML, channels HTML, caption, export links HTML) for 1-based frame `index`."""
     frames = frames_of(session)
     if not frames:
-        raise gr.Error("Nothing to export yet: generate something first.", print_exception=False)
-    images = [_open(f.noisy if view == NOISY else f.x0).convert("RGB") for f in frames]
-    job = session.last_job
-    ext = "webp" if fmt.lower().startswith("webp") else "gif"
-    path = os.path.join(exports.folder(), f"{job.id if job else 'steps'}-{'noisy' if view == NOISY else 'x0'}.{ext}")
-    durations = [120] * (len(images) - 1) + [1200]  # hold the last frame
-    if ext == "gif":
-        images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0, optimize=False)
-    else:
-        images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0, quality=90)
-    return path
+        return "", "", NO_FRAMES, ""
+    job_id = session.last_job.id
+    i = min(max(int(index or 1), 1), len(frames))
+    f = frames[i - 1]
+    caption = f"Step {f.step} of {f.total} · frame {i}/{len(frames)}"
+    return main_html(job_id, i, view), channels_html(job_id, i), caption, export_html(job_id, view)
 
 
 def build(engine, session: gr.State) -> dict:
@@ -93,23 +96,14 @@ def build(engine, session: gr.State) -> dict:
         view = gr.Radio([X0, NOISY], value=X0, label="Frame", elem_id="steps-view")
     caption = gr.Markdown("", elem_id="steps-caption", elem_classes=["studio-quiet"])
     slider = gr.Slider(1, 2, value=1, step=1, label="Step", elem_id="steps-slider")
-    with gr.Row():
-        main = gr.Image(label="Decoded frame", type="pil", format="png", interactive=False, height=320, elem_id="steps-main")
-        with gr.Column():
-            with gr.Row():
-                c0 = gr.Image(label="Latent channel 0", type="pil", format="png", interactive=False, height=150)
-                c1 = gr.Image(label="Latent channel 1", type="pil", format="png", interactive=False, height=150)
-            with gr.Row():
-                c2 = gr.Image(label="Latent channel 2", type="pil", format="png", interactive=False, height=150)
-                c3 = gr.Image(label="Latent channel 3", type="pil", format="png", interactive=False, height=150)
+    main = gr.HTML("", elem_id="steps-main")
+    channels = gr.HTML("", elem_id="steps-channels")
     with gr.Row():
         play = gr.Button("▶ Play", elem_id="steps-play")
         stop = gr.Button("■ Stop", elem_id="steps-stop")
-        fmt = gr.Radio(["GIF", "WebP"], value="GIF", label="Animation format")
-        export = gr.Button("Export animation", elem_id="steps-export")
-    exported = gr.File(label="Animation", interactive=False, elem_id="steps-file")
+    export = gr.HTML("", elem_id="steps-export")
 
-    pictures = [main, c0, c1, c2, c3, caption]
+    pictures = [main, channels, caption, export]
     private = dict(api_visibility="private", show_progress="hidden")
     telling = dict(private, concurrency_limit=None)  # queued, so its gr.Error shows as a toast; never waits on others
 
@@ -123,6 +117,7 @@ def build(engine, session: gr.State) -> dict:
     view.change(frame_view, [session, slider, view], pictures, queue=False, **private)
 
     def animate(s: Session, v: str):
+        """Steps the slider and the pictures through every frame; the browser fetches each frame's JPEGs."""
         frames = frames_of(s)
         if not frames:
             raise gr.Error("Nothing to play yet: generate something first.", print_exception=False)
@@ -132,10 +127,4 @@ def build(engine, session: gr.State) -> dict:
 
     playing = play.click(animate, [session, view], [slider] + pictures, **telling)
     stop.click(None, None, None, cancels=[playing], **private)
-    exports = AnimationExports()
-
-    def export_steps(s: Session, v: str, f: str) -> str:
-        return export_animation(exports, s, v, f)
-
-    export.click(export_steps, [session, view, fmt], exported, **telling)
-    return dict(load=load, show_last=show_last, slider=slider, view=view, pictures=pictures)
+    return dict(load=load, show_last=show_last, slider=slider, view=view, pictures=pictures, animate=animate)

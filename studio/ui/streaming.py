@@ -7,13 +7,17 @@ from __future__ import annotations
 import html
 import logging
 import math
+import re
+import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional
+from typing import Any, AsyncIterator, Optional
 
 import gradio as gr
 
 from studio.jobs import Job
-from studio.requests import Cancelled, Failed, Finished, GenerationRequest, Preview, Queued, RequestError, SavedImage, Started, Step
+from studio.links import job_stream_url, result_url
+from studio.requests import (LOCAL_USER, Cancelled, Failed, Finished, GenerationRequest, Queued, QueueFullError, RequestError,
+                             SavedImage, Started, Step)
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +53,27 @@ class Session:
 
 
 def owner_of(request: Optional[gr.Request]) -> str:
-    if request is None:
-        return "local"
-    return getattr(request, "username", None) or getattr(request, "session_hash", None) or "local"
+    """The logged-in user (set by the server's login wall), or the single local user."""
+    return (getattr(request, "username", None) if request is not None else None) or LOCAL_USER
+
+
+def client_host(request: Optional[gr.Request]) -> Optional[str]:
+    client = getattr(request, "client", None) if request is not None else None
+    return getattr(client, "host", None)
+
+
+_HOST = re.compile(r"^[A-Za-z0-9.\-:\[\]]+$")
+
+
+def public_origin(request: Optional[gr.Request]) -> str:
+    """This server as the browser reached it ("http://host:port"): Gradio passes absolute http(s) URLs through to
+    the browser untouched, so results are shown from the studio's own file route, not copied into Gradio's cache."""
+    headers = getattr(request, "headers", None) or {}
+    host = headers.get("x-forwarded-host") or headers.get("host") or "127.0.0.1"
+    scheme = headers.get("x-forwarded-proto") or getattr(getattr(request, "url", None), "scheme", None) or "http"
+    if not _HOST.match(host) or scheme not in ("http", "https"):
+        host, scheme = "127.0.0.1", "http"
+    return f"{scheme}://{host}"
 
 
 def format_eta(seconds: float) -> str:
@@ -78,26 +100,84 @@ def queue_text(position: int) -> str:
     return f"Waiting in queue: {position} job{'s' if position != 1 else ''} ahead"
 
 
-def stream_job(engine, session: Session, tab: str, request: GenerationRequest, owner: str) -> Iterator[tuple]:
-    """Yields (preview, progress_html, gallery, infotext, files) tuples; gr.skip() where nothing changed.
+PROGRESS_EVERY_S = 1.0  # step text through Gradio (API clients); the browser gets every step from the live stream
+
+
+def live_html(job: Job, tab: str) -> str:
+    """The live preview: the browser's script (SHORTCUTS_JS) streams the job's frames into it from the studio's
+    own route (server-sent events, from memory)."""
+    stream = html.escape(job_stream_url(job.id))
+    return (f"<div class='studio-live' data-stream='{stream}' data-tab='{html.escape(tab)}' data-job='{html.escape(job.id)}'>"
+            f"<img class='studio-live-frame' alt='' hidden></div>")
+
+
+def final_html(url: Optional[str]) -> str:
+    """The live preview ends on the result (from the studio's file route), not on the last latent preview."""
+    if not url:
+        return "<div class='studio-live studio-live-done'></div>"
+    return f"<div class='studio-live studio-live-done'><img class='studio-live-frame' alt='result' src='{html.escape(url)}'></div>"
+
+
+def downloads_html(links: list[tuple[str, str]]) -> str:
+    items = "".join(f"<li><a href='{html.escape(url)}' download='{html.escape(name)}'>⬇ {html.escape(name)}</a></li>"
+                    for url, name in links)
+    return f"<ul class='studio-downloads'>{items}</ul>" if items else ""
+
+
+class Services:
+    """What the UI works with, injected by the composition root: the engine, the model rule, and the place that
+    hands pictures to Gradio for one user (so Gradio's file route will serve them to that user only)."""
+
+    def __init__(self, engine, access=None, files=None):
+        self.engine = engine
+        self.access = access  # studio.access.Access: may this user name this model? (None: the engine's own rule)
+        self.files = files  # studio.web.gradio_files.GradioFiles (duck-typed: the UI imports nothing of the web side)
+
+    def hand_over(self, request: Optional[gr.Request], picture) -> Any:
+        """A picture (a file path of the studio's, or a PIL image) as a value Gradio may show this user."""
+        if self.files is None:
+            return picture
+        owner = owner_of(request)
+        if isinstance(picture, str):
+            return self.files.hand_over(owner, picture)
+        import io
+
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+        return self.files.store(owner, buffer.getvalue(), "image", "png")
+
+    def submit(self, request: GenerationRequest, gr_request: Optional[gr.Request]) -> Job:
+        owner = owner_of(gr_request)
+        if self.access is not None:
+            return self.access.submit(request, owner, client_host(gr_request))
+        return self.engine.submit(request, owner=owner)
+
+
+async def stream_job(generation: Services, session: Session, tab: str, request: GenerationRequest,
+                     gr_request: Optional[gr.Request]) -> AsyncIterator[tuple]:
+    """Yields (live preview, progress_html, gallery, infotext, downloads) tuples; gr.skip() where nothing changed.
+    Awaits the job's events on the event loop (no thread per waiting tab), so every generate click goes straight to
+    the engine's fair queue.
 
     Bad requests raise gr.Error with the engine's message; a failed job raises gr.Error with its message."""
     running = session.jobs.get(tab)
     if running is not None and not running.done:
         raise gr.Error("This tab is already generating: wait for it or press Cancel.", print_exception=False)
     try:
-        job = engine.submit(request, owner=owner)
-    except RequestError as exc:
+        job = generation.submit(request, gr_request)
+    except (RequestError, QueueFullError) as exc:
         raise gr.Error(str(exc), print_exception=False) from None
-    except Exception as exc:  # never a stack trace in the browser
+    except Exception:  # never a stack trace in the browser
         log.exception("submit failed")
-        raise gr.Error(f"Could not start: {type(exc).__name__}", print_exception=False) from None
+        raise gr.Error("Could not start the job; the server log says why.", print_exception=False) from None
+    engine = generation.engine
     session.jobs[tab] = job
     session.last_job = job
     skip = gr.skip()
-    yield None, progress_html("Starting…"), skip, skip, skip
+    yield live_html(job, tab), progress_html("Starting…"), skip, skip, skip
+    last_progress = 0.0
     try:
-        for event in job.events():
+        async for event in job.events_async():
             if isinstance(event, Queued):
                 yield skip, progress_html(queue_text(event.position)), skip, skip, skip
             elif isinstance(event, Started):
@@ -106,22 +186,23 @@ def stream_job(engine, session: Session, tab: str, request: GenerationRequest, o
                 for note in event.notes:
                     gr.Warning(note)
                 seeds = ", ".join(str(s) for s in event.seeds[:4]) + ("…" if len(event.seeds) > 4 else "")
-                yield skip, progress_html(f"Starting on {event.model} · seed {seeds}"), skip, skip, skip
+                yield skip, progress_html(f"Starting on {html.escape(event.model)} · seed {seeds}"), skip, skip, skip
             elif isinstance(event, Step):
-                yield skip, progress_html(step_text(event)), skip, skip, skip
-            elif isinstance(event, Preview):
-                label = job.last_step if job.last_step and job.last_step.step >= event.step else Step(event.step, event.total, 0.0)
-                yield event.image, progress_html(step_text(label)), skip, skip, skip
+                now = time.monotonic()
+                if now - last_progress >= PROGRESS_EVERY_S:
+                    last_progress = now
+                    yield skip, progress_html(step_text(event)), skip, skip, skip
             elif isinstance(event, Finished):
                 session.results[tab] = list(event.images)
                 session.selected[tab] = 0
-                paths = [image.path for image in event.images]
-                gallery = [(image.path, f"seed {image.seed}") for image in event.images]
+                origin = public_origin(gr_request)
+                urls = [origin + result_url(engine.outputs, job.owner, image.path) for image in event.images]
+                gallery = [(url, f"seed {image.seed}") for url, image in zip(urls, event.images)]
                 infotext = event.images[0].infotext if event.images else ""
                 note = " (finished early)" if event.skipped else ""
-                done = f"Done{note}: {len(paths)} image{'s' if len(paths) != 1 else ''}"
-                final = paths[0] if paths else skip  # the live preview ends on the result, not the last latent
-                yield final, progress_html(done, "done"), gallery, infotext, paths
+                done = f"Done{note}: {len(urls)} image{'s' if len(urls) != 1 else ''}"
+                links = downloads_html([(url, url.rsplit("/", 1)[-1]) for url in urls])
+                yield final_html(urls[0] if urls else None), progress_html(done, "done"), gallery, infotext, links
             elif isinstance(event, Failed):
                 yield skip, progress_html(f"Failed: {html.escape(event.message)}", "cancelled"), skip, skip, skip
                 raise gr.Error(event.message, print_exception=False)

@@ -7,7 +7,7 @@ import gradio as gr
 from studio.requests import GenerationRequest, RequestError
 
 from .panel import Panel, build_panel, generate_listener, size, whole
-from .streaming import Session, owner_of, stream_job
+from .streaming import Services, Session, stream_job
 
 TAB = "txt2img"
 
@@ -29,18 +29,20 @@ def common_fields(prompt, negative_prompt, sampler_name, steps, cfg_scale, width
     )
 
 
-def build(engine, session: gr.State) -> Panel:
-    panel = build_panel(engine, TAB, session, size_label="0 = the model's default size; otherwise 64 or more")
+def build(services: Services, session: gr.State) -> Panel:
+    panel = build_panel(services.engine, TAB, session, size_label="0 = the model's default size; otherwise 64 or more")
 
-    def txt2img(prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count, model,
+    async def txt2img(prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count, model,
                 state: Session, request: gr.Request):
-        """Text to image. Streams (preview, progress, gallery, parameters, files); ends with the saved PNG files."""
+        """Text to image. Streams (live preview, progress, gallery, parameters, downloads); the gallery ends with
+        the saved PNG files (served by the studio's file route)."""
         try:
             req = GenerationRequest(**common_fields(prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed,
                                                     batch_size, batch_count, model))
         except RequestError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
-        yield from stream_job(engine, state, TAB, req, owner_of(request))
+        async for update in stream_job(services, state, TAB, req, request):
+            yield update
 
     generate_listener(panel, txt2img, panel.parameter_inputs() + [session], api_name="txt2img")
     return panel

@@ -17,7 +17,7 @@ import re
 import time
 from typing import Any, Optional
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict
@@ -30,6 +30,7 @@ from ..validation import decode_image
 from .state import ModelChoiceError, ServerState
 
 SCHEDULERS = (("automatic", "Automatic"), ("karras", "Karras"))
+DISCONNECT_POLL_SECONDS = 0.05  # how often a waiting txt2img/img2img looks for its job's end or its client's leaving
 
 
 class Txt2ImgBody(BaseModel):
@@ -95,6 +96,11 @@ class OptionsBody(BaseModel):
 
 def bad_request(message: str, status: int = 422) -> HTTPException:
     return HTTPException(status_code=status, detail=message)
+
+
+def client_host(request: Request) -> Optional[str]:
+    """The peer's address, for Access.is_admin (without logins only a loopback client is an admin)."""
+    return request.client.host if request.client else None
 
 
 def json_safe(value):
@@ -174,11 +180,7 @@ class Api:
             return self.state.model_for(user)
         if not isinstance(wanted, str):
             raise RequestError("override_settings.sd_model_checkpoint must be a model name.")
-        admin = self.state.is_admin(user, request.client.host if request.client else None)
-        try:
-            return self.state.resolve_model_choice(wanted, admin)
-        except ModelChoiceError as exc:
-            raise RequestError(str(exc)) from None
+        return self.state.access.model_for_request(user, client_host(request), wanted)
 
     def build_request(self, request: Request, user: str, body: Txt2ImgBody, img2img: bool) -> GenerationRequest:
         _refuse_unsupported(body)
@@ -218,17 +220,13 @@ class Api:
         user = request.state.user
         try:
             gen = await run_in_threadpool(self.build_request, request, user, body, img2img)
-            job = await run_in_threadpool(self.engine.submit, gen, user)
+            job = await run_in_threadpool(self.state.submit, gen, user, client_host(request))
         except QueueFullError as exc:
             raise bad_request(str(exc), 429) from None
         except RequestError as exc:
             raise bad_request(str(exc)) from None
-        try:
-            while not job.done:
-                await asyncio.sleep(0.02)
-        except asyncio.CancelledError:  # the client went away: do not leave the job running for nobody
-            self.engine.cancel(job)
-            raise
+        if not await self._wait_for(job, request):
+            return Response(status_code=499)  # nobody reads it: the client has gone
         result = job.result
         if isinstance(result, Failed):
             raise bad_request(result.message, 500)
@@ -242,6 +240,21 @@ class Api:
         payload = await run_in_threadpool(lambda: [encode_png_file(i.path) for i in images] if body.send_images else [])
         info = self._info(job, gen, images, interrupted=isinstance(result, Cancelled), skipped=getattr(result, "skipped", False))
         return json_safe({"images": payload, "parameters": echo, "info": json.dumps(json_safe(info), ensure_ascii=False)})
+
+    async def _wait_for(self, job: Job, request: Request) -> bool:
+        """Wait for the job's end; False when the client went away first, and then the job is cancelled (it stops
+        within a step and saves nothing). Starlette does not cancel a plain handler on a disconnect, so this
+        looks — every DISCONNECT_POLL_SECONDS, not a busy loop."""
+        try:
+            while not job.done:
+                if await request.is_disconnected():
+                    self.engine.cancel(job)
+                    return False
+                await asyncio.sleep(DISCONNECT_POLL_SECONDS)
+        except asyncio.CancelledError:  # the server is cancelling this handler: the job must not run for nobody
+            self.engine.cancel(job)
+            raise
+        return True
 
     def _info(self, job: Job, gen: GenerationRequest, images, interrupted: bool, skipped: bool) -> dict:
         seeds = [i.seed for i in images] or (job.started.seeds if job.started else [gen.seed])
@@ -422,7 +435,7 @@ def build_router(state: ServerState) -> APIRouter:
     @router.post("/sdapi/v1/options")
     def set_options(body: OptionsBody, request: Request):
         user = request.state.user
-        admin = state.is_admin(user, request.client.host if request.client else None)
+        admin = state.is_admin(user, client_host(request))
         values = dict(body.model_extra or {})
         model = values.pop("sd_model_checkpoint", None)
         if values and not admin:
@@ -442,7 +455,10 @@ def build_router(state: ServerState) -> APIRouter:
         return {}
 
     @router.get("/sdapi/v1/memory")
-    def memory():
+    def memory(request: Request):
+        """Server-wide memory use says what everyone is doing: for admins only."""
+        if not state.is_admin(request.state.user, client_host(request)):
+            raise bad_request("Only an admin can see the server's memory use.", 403)
         import psutil
 
         vm = psutil.virtual_memory()

@@ -16,9 +16,13 @@ import webbrowser
 from pathlib import Path
 from typing import Optional
 
-from .auth import AuthConfigError, Users, user_from_headers
-from .gradio_files import CacheFiles, file_guard
+from .auth import AuthConfigError, Users
+from .gradio_files import GradioFiles
+from .gradio_gate import GradioGate
+from .limits import BodyLimit
 from .login import LoginWall, install_login_routes
+
+MAX_BODY_BYTES = 100 * 1024 * 1024  # the largest request: a few big images as base64
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +39,16 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--tls-certfile", type=Path, default=None, help="... and this certificate")
 
 
-def create_app(blocks, engine, users: Optional[Users] = None, *, secure_cookies: bool = False, blocked_paths: tuple = (),
-               gradio_options: Optional[dict] = None):
-    """The whole server as an ASGI app (what serve() runs and the tests drive). gradio_options: extra
-    mount_gradio_app arguments (the UI's launch_options(): allowed_paths, css)."""
+def create_app(blocks, engine, users: Optional[Users] = None, *, access=None, files: Optional[GradioFiles] = None,
+               secure_cookies: bool = False, state_dir: Optional[Path] = None, css: Optional[str] = None,
+               max_body: int = MAX_BODY_BYTES):
+    """The whole server as one ASGI app (what serve() runs and the tests drive), outermost first:
+
+        BodyLimit (size, while streaming) → LoginWall (who is asking; cross-site; rate limits) →
+        GradioGate (the studio's rules for Gradio's routes) → FastAPI: /login, /sdapi/v1, /studio, Gradio at /
+
+    access: the model rule the UI was built with (studio.access.Access); files: the UI's GradioFiles;
+    state_dir: where sessions persist (the studio's cache folder). The FastAPI app is `.fastapi` of the result."""
     import gradio as gr
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
@@ -46,11 +56,14 @@ def create_app(blocks, engine, users: Optional[Users] = None, *, secure_cookies:
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     from .a1111 import build_router
+    from .frames import build_frames_router
     from .state import ServerState
+    from .streams import build_stream_router
     from .studio_routes import build_studio_router
 
-    state = ServerState(engine, users)
+    state = ServerState(engine, users, access)
     state.history.clean_partials()
+    files = files or GradioFiles()
     app = FastAPI(title="SD Studio", version="1", docs_url="/docs", redoc_url=None)
     app.state.studio = state
 
@@ -64,6 +77,8 @@ def create_app(blocks, engine, users: Optional[Users] = None, *, secure_cookies:
 
     app.include_router(build_router(state))
     app.include_router(build_studio_router(state))
+    app.include_router(build_stream_router(engine))
+    app.include_router(build_frames_router(engine))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -89,15 +104,17 @@ def create_app(blocks, engine, users: Optional[Users] = None, *, secure_cookies:
         app,
         blocks,
         path="/",
-        auth_dependency=lambda request: user_from_headers(users, {k.lower(): v for k, v in request.headers.items()}),
-        blocked_paths=[str(Path(p).resolve()) for p in blocked_paths] or None,
+        auth_dependency=lambda request: request.state.user,  # set by the login wall
         show_error=True,
-        **{k: v for k, v in (gradio_options or {}).items() if k in ("allowed_paths", "css", "js", "head", "theme")},
+        css=css,
+        footer_links=["api", "gradio", "settings"],
+        run_history=False,  # Gradio's run history would keep users' runs outside the studio's rules
     )
-    from gradio.utils import get_upload_folder
-
-    cache_files = CacheFiles(get_upload_folder()) if users is not None else None
-    return LoginWall(app, users, file_guard=file_guard(engine.outputs, cache_files), cache_files=cache_files)
+    gate = GradioGate(app, files, engine.settings, is_admin=state.is_admin)
+    wall = LoginWall(gate, users, secure_cookies=secure_cookies, state_dir=state_dir)
+    outer = BodyLimit(wall, max_body)
+    outer.fastapi = app
+    return outer
 
 
 _ERROR_NAMES = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed",
@@ -114,30 +131,30 @@ def listen_warning(args: argparse.Namespace, users: Optional[Users]) -> Optional
     )
 
 
-def serve(blocks, engine, args: argparse.Namespace) -> None:
-    import uvicorn
-
+def users_from_args(args: argparse.Namespace) -> Optional[Users]:
+    """The accounts of --auth/--auth-file (None: no logins); a bad entry ends the program with its message."""
     try:
-        users = Users.from_options(args.auth, args.auth_file, tuple(a for item in args.admin for a in item.split(",") if a))
+        return Users.from_options(args.auth, args.auth_file, tuple(a for item in args.admin for a in item.split(",") if a))
     except AuthConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2)
+
+
+def check_server_arguments(args: argparse.Namespace) -> None:
     if bool(args.tls_keyfile) != bool(args.tls_certfile):
         print("error: --tls-keyfile and --tls-certfile go together.", file=sys.stderr)
         raise SystemExit(2)
+
+
+def serve(app, args: argparse.Namespace, users: Optional[Users]) -> None:
+    """Run the app (from create_app) with uvicorn, as the command line asked."""
+    import uvicorn
+
     host = "0.0.0.0" if args.listen else "127.0.0.1"
     warning = listen_warning(args, users)
     if warning:
         print(warning, file=sys.stderr, flush=True)
     tls = bool(args.tls_certfile)
-    blocked = [args.auth_file] if args.auth_file else []
-    try:
-        from studio.ui import launch_options
-
-        gradio_options = launch_options(engine)
-    except ImportError:
-        gradio_options = {}
-    app = create_app(blocks, engine, users, secure_cookies=tls, blocked_paths=tuple(blocked), gradio_options=gradio_options)
     scheme = "https" if tls else "http"
     url = f"{scheme}://{'127.0.0.1' if host == '0.0.0.0' else host}:{args.port}/"
     print(f"SD Studio on {url}" + (" (and on this machine's LAN addresses)" if args.listen else ""), flush=True)

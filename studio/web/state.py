@@ -4,35 +4,26 @@ No torch: the engine is reached only through its public methods and Job objects.
 
 from __future__ import annotations
 
-import ipaddress
 import threading
 from typing import Optional
 
-from ..requests import LOCAL_USER
+from ..access import Access, ModelRefused
 from .auth import Users
 from ..history import History
 from ..jobs import Job
 
-
-class ModelChoiceError(ValueError):
-    pass
+ModelChoiceError = ModelRefused  # the routes' old name for a refused model choice
 
 
 class OperatorOnly(PermissionError):
     pass
 
 
-def is_loopback(host: Optional[str]) -> bool:
-    try:
-        return ipaddress.ip_address((host or "").split("%")[0]).is_loopback
-    except ValueError:
-        return False
-
-
 class ServerState:
-    def __init__(self, engine, users: Optional[Users]):
+    def __init__(self, engine, users: Optional[Users], access: Optional[Access] = None):
         self.engine = engine
         self.users = users
+        self.access = access or Access(engine, users)  # the one rule on admins and models, shared with the UI
         self.history = History(engine.outputs)
         self._lock = threading.Lock()
         self._models: dict[str, str] = {}  # user -> chosen model (absent: the engine's current model)
@@ -41,11 +32,11 @@ class ServerState:
     # ---- who may do what
 
     def is_admin(self, user: str, client_host: Optional[str]) -> bool:
-        """With logins: the users named by --admin. Without: the operator at this machine (a loopback client) —
-        never a remote client of an unauthenticated --listen server."""
-        if self.users is None:
-            return user == LOCAL_USER and is_loopback(client_host)
-        return self.users.is_admin(user)
+        return self.access.is_admin(user, client_host)
+
+    def submit(self, request, user: str, client_host: Optional[str]) -> Job:
+        """Queue a request for this caller under Access's model rule. Raises RequestError."""
+        return self.access.submit(request, user, client_host)
 
     # ---- per-user model
 
@@ -55,22 +46,8 @@ class ServerState:
         return chosen or self.engine.info().model
 
     def resolve_model_choice(self, name: str, admin: bool) -> str:
-        """A model name a user may run: one of engine.available_models() (title or stem, an A1111 ` [hash]` suffix
-        allowed); an admin may also name a path or hub id."""
-        wanted = (name or "").strip()
-        if wanted.endswith("]") and " [" in wanted:
-            wanted = wanted[: wanted.rindex(" [")]
-        available = self.engine.available_models()
-        for model in available:
-            stem = model.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-            if wanted in (model, stem, model.rsplit("/", 1)[-1]):
-                return model
-        if admin and wanted:
-            return wanted
-        raise ModelChoiceError(
-            f"Model {name!r} is not available on this server. Available: {', '.join(available) or 'none'}."
-            + ("" if admin else " (Only an admin can load other models.)")
-        )
+        """A model name a user may run (Access.resolve_model). Raises ModelChoiceError (a RequestError)."""
+        return self.access.resolve_model(name, admin)
 
     def set_model(self, user: str, model: str) -> None:
         with self._lock:

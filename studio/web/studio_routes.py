@@ -3,7 +3,6 @@ skip, submit). Every route acts for the caller only. No torch."""
 
 from __future__ import annotations
 
-import os
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
@@ -11,8 +10,9 @@ from fastapi.responses import FileResponse
 
 from ..history import safe_output_file
 from ..jobs import Job
+from ..links import result_relative
 from ..requests import QueueFullError, RequestError
-from .a1111 import Api, Txt2ImgBody, bad_request, encode_image
+from .a1111 import Api, Txt2ImgBody, bad_request, client_host, encode_image
 from .state import ServerState
 
 
@@ -64,7 +64,7 @@ def build_studio_router(state: ServerState) -> APIRouter:
             "step": job.last_step.step if job.last_step else 0,
             "total": job.last_step.total if job.last_step else 0,
             "message": getattr(result, "message", None),
-            "files": [os.path.relpath(i.path, engine.outputs.owner_root(job.owner)) for i in getattr(result, "images", [])],
+            "files": [result_relative(engine.outputs, job.owner, i.path) for i in getattr(result, "images", [])],
         }
 
     @router.get("/studio/api/jobs/{job_id}/preview")
@@ -89,7 +89,7 @@ def build_studio_router(state: ServerState) -> APIRouter:
         user = request.state.user
         try:
             gen = await run_in_threadpool(api.build_request, request, user, body, False)
-            job = await run_in_threadpool(engine.submit, gen, user)
+            job = await run_in_threadpool(state.submit, gen, user, client_host(request))
         except QueueFullError as exc:
             raise bad_request(str(exc), 429) from None
         except RequestError as exc:
