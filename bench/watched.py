@@ -50,10 +50,10 @@ class Studio:
     def __init__(self, work: Path):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
+        env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", XDG_CACHE_HOME=str(work / "xdg"))
         self.process = subprocess.Popen(
             [sys.executable, str(ROOT / "app.py"), "--model", "tiny", "--no-browser", "--port", str(self.port),
-             "--outputs", str(work / "outputs"), "--cache-dir", str(work / "cache"), "--preview", "latent"],
+             "--outputs", str(work / "outputs"), "--preview", "latent"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.time() + 180
@@ -180,9 +180,10 @@ def main(argv=None) -> dict:
     p.add_argument("--lo", type=int, default=10)
     p.add_argument("--hi", type=int, default=50)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--sides", default="diffusers,engine,gradio_api,browser")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    sides_order = ["diffusers", "engine", "gradio_api", "browser"]
+    sides_order = args.sides.split(",")
     with tempfile.TemporaryDirectory(prefix="studio-bench-watched-") as work:
         studio = Studio(Path(work))
         try:
@@ -207,13 +208,13 @@ def main(argv=None) -> dict:
         "size": args.size, "steps": [args.lo, args.hi], "rounds": args.rounds, "cpu_count": os.cpu_count(),
         "seconds_per_step": per_step,
         "ratio_to_diffusers": {name: per_step[name] / base for name in sides_order},
-        "preview_frames_per_job": {name: frames[name] for name in ("engine", "browser")},
+        "preview_frames_per_job": {name: frames[name] for name in ("engine", "browser") if name in sides_order},
         "raw_seconds": {name: {str(k): v for k, v in t.items()} for name, t in times.items()},
     }
     print(f"per-step time, {args.size}² tiny model, {args.lo} vs {args.hi} steps, {args.rounds} rounds (CPU)")
     for name in sides_order:
         print(f"  {name:<11} {per_step[name] * 1000:7.2f} ms/step   {report['ratio_to_diffusers'][name]:.2f}× diffusers")
-    print(f"  preview frames read per job (browser): {frames['browser']}")
+    print(f"  preview frames read per job (browser): {frames['browser']}")  # [] when not measured
     out = Path(args.out) if args.out else ROOT / "artifacts" / "bench" / f"watched-{time.strftime('%Y-%m-%d')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))

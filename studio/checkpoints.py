@@ -401,20 +401,33 @@ class ModelCache:
             source = replace(source, location=_hub_snapshot(source.location), kind="folder")
         elif source.kind == "file" and not source.is_pickle:
             detect_family(Path(source.location))
+        evicted = []
         while len(self._loaded) >= self.settings.max_models:
-            self.evict(next(iter(self._loaded)))
-        model = load_model(source, self.settings, self.device, self.dtype, self.hashes)
-        from .pipelines import apply_attention
+            evicted.append(next(iter(self._loaded)))
+            self.evict(evicted[-1])
+        try:
+            model = load_model(source, self.settings, self.device, self.dtype, self.hashes)
+            from .pipelines import apply_attention
 
-        apply_attention(model.pipe, self.attention)
-        if self.settings.fast:
-            from .fast import make_fast
+            apply_attention(model.pipe, self.attention)
+            if self.settings.fast:
+                from .fast import make_fast
 
-            make_fast(model, self.device, self.dtype)
+                make_fast(model, self.device, self.dtype)
+        except BaseException:
+            self._reload(evicted)  # a failed load never costs the model that was loaded
+            raise
         self._loaded[source.name] = model
         self._known[source.name] = source
         log.info("Loaded %s (%s, hash %s) on %s in %s", source.name, model.family, model.model_hash, self.device, self.dtype)
         return model
+
+    def _reload(self, names: list[str]) -> None:
+        for name in names:
+            try:
+                self.get(name)
+            except Exception:
+                log.exception("Could not load %s again after a failed load", name)
 
     def evict(self, name: str) -> None:
         from .pipelines import free_device_memory

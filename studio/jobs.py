@@ -21,12 +21,15 @@ class EventChannel:
 
     _COALESCED = (Step, Preview, Queued)
 
-    def __init__(self):
+    def __init__(self, ignore: tuple = ()):
+        self.ignore = ignore  # event types this consumer does not want (never queued, never a wake-up)
         self._cond = threading.Condition()
         self._pending: deque = deque()
         self._wakers: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []  # async consumers waiting
 
     def put(self, event) -> None:
+        if isinstance(event, self.ignore):
+            return
         with self._cond:
             if isinstance(event, self._COALESCED):
                 for old in [e for e in self._pending if type(e) is type(event)]:
@@ -80,6 +83,7 @@ class Job:
         self.cancel_requested = threading.Event()
         self.skip_requested = threading.Event()
         self.step_frames: list = []  # previews.StepFrames, one per previewed step, for the Step previews tab
+        self.last_queued: Optional[Queued] = None
         self.last_step: Optional[Step] = None
         self.last_preview: Optional[Preview] = None
         self.started: Optional[Started] = None
@@ -90,7 +94,9 @@ class Job:
 
     def emit(self, event) -> None:
         with self._watch_lock:  # state and channels change together, so watch() never misses or repeats an event
-            if isinstance(event, Step):
+            if isinstance(event, Queued):
+                self.last_queued = event
+            elif isinstance(event, Step):
                 self.last_step = event
             elif isinstance(event, Preview):
                 self.last_preview = event
@@ -121,12 +127,14 @@ class Job:
         """Finish early (A1111's "skip"): the current image is finished from where it is, the rest not started."""
         self.skip_requested.set()
 
-    def watch(self) -> EventChannel:
+    def watch(self, ignore: tuple = ()) -> EventChannel:
         """A new channel of this job's events for another consumer, starting from where the job is now (its
-        start, last step and newest preview, or its end). Pass it to unwatch() when done."""
-        channel = EventChannel()
+        start, last step and newest preview, or its end), without the event types in `ignore`. Pass it to
+        unwatch() when done."""
+        channel = EventChannel(ignore)
         with self._watch_lock:
-            for event in (self.started, self.last_step, self.last_preview, self.result):
+            waiting = self.last_queued if self.started is None and self.result is None else None
+            for event in (waiting, self.started, self.last_step, self.last_preview, self.result):
                 if event is not None:
                     channel.put(event)
             if self.result is None:

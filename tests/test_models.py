@@ -84,6 +84,18 @@ def test_broken_checkpoint_file_fails_alone(engine, tmp_path):
     assert engine.models.loaded_names() == ["tiny"]
 
 
+def test_a_model_that_fails_to_load_keeps_the_loaded_one(engine, tmp_path):
+    """Past the cheap checks (a diffusers folder whose parts are broken): the loaded model comes back."""
+    folder = tmp_path / "broken-folder"
+    folder.mkdir()
+    (folder / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"]}')
+    result = engine.generate(GenerationRequest("x", steps=2, width=64, height=64, model=str(folder)), may_name_any_model=True)
+    assert isinstance(result, Failed) and str(tmp_path) not in result.message
+    assert engine.models.loaded_names() == ["tiny"]
+    after = engine.generate(GenerationRequest("x", steps=1, width=64, height=64, seed=1))
+    assert not isinstance(after, Failed)
+
+
 def test_unknown_model_is_one_clear_line(tmp_path):
     with pytest.raises(ModelError) as caught:
         resolve_model("nothing-here.safetensors", Settings(models_dir=tmp_path))

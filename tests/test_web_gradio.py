@@ -271,3 +271,13 @@ def test_gradios_cache_is_a_private_folder_of_the_studios(server, engine):
     cache = Path(os.environ["GRADIO_TEMP_DIR"])
     assert Path(get_upload_folder()).resolve() == cache.resolve() != Path("/tmp/gradio")
     assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+
+
+def test_job_ids_are_random(engine):
+    """Sequential ids told every user how busy the server was and made others' ids guessable."""
+    jobs = [engine.submit(GenerationRequest("x", steps=1, width=64, height=64, seed=i), owner="alice") for i in range(3)]
+    for job in jobs:
+        job.wait(60)
+    ids = [job.id for job in jobs]
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    assert len({i[:8] for i in ids}) == 3  # not a counter: no shared prefix

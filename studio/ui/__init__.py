@@ -32,7 +32,7 @@ CSS = """
 .studio-live { min-height: 300px; display: flex; align-items: center; justify-content: center;
                background: var(--block-background-fill); border-radius: 8px; }
 .studio-live img { max-width: 100%; height: 300px; object-fit: contain; }
-.studio-downloads { margin: 0; padding-left: 1.2em; font-size: 0.9em; }
+.studio-downloads { margin: 1.9em 0 0.2em; padding-left: 1.2em; font-size: 0.9em; }
 """
 
 # On page load: the style sheet (so it applies however the server mounts the UI), and Ctrl+Enter (Cmd+Enter)

@@ -126,7 +126,7 @@ def build_panel(engine, tab: str, session: gr.State, size_label: str, inputs_blo
                 cancel = gr.Button("Cancel", variant="stop", elem_id=f"{tab}-cancel")
             progress = gr.HTML("", elem_id=f"{tab}-progress", elem_classes=["studio-quiet"])
             # Filled by the browser from the studio's live stream (server-sent events), not by Gradio per step.
-            preview = gr.HTML("<div class='studio-live'></div>", label="Live preview", show_label=True, elem_id=f"{tab}-preview",
+            preview = gr.HTML("<div class='studio-live'></div>", label="Live preview", show_label=True, container=True, elem_id=f"{tab}-preview",
                               elem_classes=["studio-live-box"])
             # One result or many: the selected one large (whole, captioned), the others as thumbnails below it.
             gallery = gr.Gallery(label="Results", format="png", columns=4, height=420, object_fit="contain", preview=True, selected_index=0,
@@ -136,7 +136,7 @@ def build_panel(engine, tab: str, session: gr.State, size_label: str, inputs_blo
                 to_img2img = gr.Button("→ Image to image", size="sm", elem_id=f"{tab}-to-img2img")
                 to_inpaint = gr.Button("→ Inpainting", size="sm", elem_id=f"{tab}-to-inpaint")
             infotext = gr.Textbox(label="Parameters", lines=3, interactive=False, buttons=["copy"], elem_id=f"{tab}-infotext")
-            downloads = gr.HTML("", label="Download PNG (with parameters)", show_label=True, elem_id=f"{tab}-files")
+            downloads = gr.HTML("", label="Download PNG (with parameters)", show_label=True, container=True, elem_id=f"{tab}-files")
 
     panel = Panel(tab, prompt, negative_prompt, prompt_tokens, negative_tokens, sampler_name, steps, cfg_scale, width, height,
                   seed, dice, recycle, batch_size, batch_count, model, generate, cancel, preview, progress, gallery, infotext,

@@ -14,6 +14,8 @@ from urllib.parse import quote
 
 import gradio as gr
 
+from studio.links import JOBS
+
 from .streaming import Session
 
 TAB = "steps"
@@ -35,7 +37,7 @@ def view_kind(view: str) -> str:
 
 def job_path(job_id: str) -> str:
     """The studio route of one job (escaped: the id goes into a URL, then into HTML)."""
-    return f"/studio/api/jobs/{quote(str(job_id), safe='')}"
+    return JOBS + quote(str(job_id), safe="")
 
 
 def frame_url(job_id: str, index: int, kind: str) -> str:

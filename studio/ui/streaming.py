@@ -16,8 +16,8 @@ import gradio as gr
 
 from studio.jobs import Job
 from studio.links import job_stream_url, result_url
-from studio.requests import (LOCAL_USER, Cancelled, Failed, Finished, GenerationRequest, Queued, QueueFullError, RequestError,
-                             SavedImage, Started, Step)
+from studio.requests import (LOCAL_USER, Cancelled, Failed, Finished, GenerationRequest, Preview, Queued, QueueFullError,
+                             RequestError, SavedImage, Started, Step)
 
 log = logging.getLogger(__name__)
 
@@ -176,8 +176,9 @@ async def stream_job(generation: Services, session: Session, tab: str, request: 
     skip = gr.skip()
     yield live_html(job, tab), progress_html("Starting…"), skip, skip, skip
     last_progress = 0.0
+    channel = job.watch(ignore=(Preview,))  # frames go to the browser over the live stream, not through Gradio
     try:
-        async for event in job.events_async():
+        async for event in job.events_async(channel):
             if isinstance(event, Queued):
                 yield skip, progress_html(queue_text(event.position)), skip, skip, skip
             elif isinstance(event, Started):
@@ -210,6 +211,7 @@ async def stream_job(generation: Services, session: Session, tab: str, request: 
                 gr.Info("Cancelled.")
                 yield skip, progress_html("Cancelled", "cancelled"), skip, skip, skip
     finally:
+        job.unwatch(channel)
         if not job.done:  # the browser went away or the handler was stopped: free the engine
             engine.cancel(job)
         if session.jobs.get(tab) is job:

@@ -5,9 +5,6 @@ studio's per-user routes (/studio), behind one login, served by uvicorn.
     python app.py --listen --auth-file users.txt   # the shared LAN server
 """
 
-
-
-
 import argparse
 import logging
 import sys

@@ -5,7 +5,6 @@ The wall also refuses cross-site requests that change state (login CSRF, a forei
 browser's cached Basic credentials) and strips CORS grants for other sites from every answer (Gradio's own CORS
 middleware would grant any origin credentialed reads on a LAN host)."""
 
-
 import html
 import json
 from pathlib import Path

@@ -10,7 +10,6 @@ import os
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
-from starlette.concurrency import run_in_threadpool
 
 from ..requests import Cancelled, Failed, Finished, Preview, Queued, Started, Step
 from ..links import result_url
@@ -46,14 +45,14 @@ def build_stream_router(engine) -> APIRouter:
 
         async def events():
             try:
-                if job.status == "queued":
-                    yield sse("queued", {"position": engine.queue.position(job) or 0})
                 while True:
                     event = await channel.get_async(timeout=KEEPALIVE_S)
                     if event is None:
                         yield b": keep-alive\n\n"
                         continue
-                    yield await run_in_threadpool(_encode, engine, job, event)
+                    # Inline: a live frame is a tiny JPEG encoded once (a decoded one was encoded by the frame
+                    # thread); a thread hop per event would cost the sampler more than the encoding.
+                    yield _encode(engine, job, event)
                     if isinstance(event, (Finished, Failed, Cancelled)):
                         return
             finally:
@@ -66,7 +65,7 @@ def build_stream_router(engine) -> APIRouter:
 
 
 def _encode(engine, job, event) -> bytes:
-    """One event as SSE bytes (JPEG encoding included: off the event loop)."""
+    """One event as SSE bytes."""
     if isinstance(event, Preview):
         image = "data:image/jpeg;base64," + base64.b64encode(_jpeg(event)).decode("ascii")
         return sse("preview", {"step": event.step, "total": event.total, "image": image})
