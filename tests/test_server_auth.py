@@ -13,7 +13,7 @@ import httpx
 import pytest
 from server_support import SMALL, USERS, live_server
 
-from studio.web.auth import AuthConfigError, Users, hash_password, parse_entries, pbkdf2_hash, verify_password
+from studio.web.auth import AuthConfigError, basic_credentials, Users, hash_password, parse_entries, pbkdf2_hash, verify_password
 
 PUBLIC = {("/login", "GET"), ("/login", "POST"), ("/logout", "GET")}
 
@@ -144,8 +144,8 @@ def test_password_formats_and_auth_file(tmp_path):
     file.write_text(f"# team\nalice:one\n\nbob:{stored}\n")
     users = Users.from_options("carol:three", file, ("bob",))
     assert users.names == ["alice", "bob", "carol"] and users.check("bob", "pw") and users.is_admin("bob")
-    assert users.basic_user("Basic " + base64.b64encode(b"alice:one").decode()) == "alice"
-    assert users.basic_user("Basic !!!") is None
+    assert basic_credentials("Basic " + base64.b64encode(b"alice:one").decode()) == ("alice", "one")
+    assert basic_credentials("Basic !!!") is None
     assert Users.from_options(None, None) is None
     for bad in ("nocolon", "../x:pw", "local:pw", "2026-01-01:pw"):
         with pytest.raises(AuthConfigError):

@@ -360,19 +360,6 @@ class Users:
         credentials = basic_credentials(header)
         return None if credentials is None else await self.login(*credentials, address)
 
-    def basic_user(self, header: Optional[str]) -> Optional[str]:
-        """Blocking and unlimited (for user_from_headers, behind the wall): recent checks answer at once, so after the
-        wall's basic_login this costs nothing."""
-        credentials = basic_credentials(header)
-        if credentials is None:
-            return None
-        key = self._recent.key(*credentials)
-        known = self._recent.get(key)
-        if known is None:
-            known = self.check(*credentials)
-            self._recent.put(key, known)
-        return credentials[0] if known else None
-
     # ---- sessions
 
     def session_user(self, cookie: Optional[str]) -> Optional[str]:
@@ -391,19 +378,6 @@ def _cookie_value(cookie_header: str, name: str) -> Optional[str]:
 
 def session_cookie(headers: dict[str, str]) -> Optional[str]:
     return _cookie_value(headers.get("cookie", ""), SESSION_COOKIE)
-
-
-def user_from_headers(users: Optional[Users], headers: dict[str, str]) -> Optional[str]:
-    """Who sent a request: LOCAL_USER without logins; else the session cookie's or Basic auth's user, or None.
-    Behind the LoginWall (which already checked), request.state.user says the same for free."""
-    if users is None:
-        return LOCAL_USER
-    return users.session_user(session_cookie(headers)) or users.basic_user(headers.get("authorization"))
-
-
-def request_user(request) -> str:
-    """For Gradio event handlers (`request: gr.Request`): the logged-in user, or "local" without logins."""
-    return getattr(request, "username", None) or LOCAL_USER
 
 
 def main(argv: list[str] | None = None) -> int:
