@@ -27,7 +27,7 @@ PROMPTS = ["a red house by a lake", "a blue boat at dawn", "a forest in autumn",
 
 
 def run_round(engine, users: int, size: int, steps: int, batching: bool, seed0: int):
-    from studio.requests import Finished, GenerationRequest
+    from studio.contract import Finished, GenerationRequest
 
     engine.settings = dataclasses.replace(engine.settings, dynamic_batching=batching)
     blocker = engine.submit(GenerationRequest("blocker", seed=0, steps=1, width=size, height=size), owner="blocker", may_name_any_model=True)

@@ -28,7 +28,7 @@ def main():
     dl.disable_progress_bar()
     _timed_job_class()
     from studio.pipelines import make_scheduler
-    from studio.requests import GenerationRequest
+    from studio.contract import GenerationRequest
     from studio.samplers import find_sampler
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -173,7 +173,7 @@ class Sides:
 
 def engine_job(engine, size: int, steps: int, batch: int = 1, seed: int = 1, preview: Optional[str] = None, sampler: str = SAMPLER, **extra):
     """Run one job on the engine; (seconds submit→finished, job). Raises on a failed job."""
-    from studio.requests import Finished, GenerationRequest
+    from studio.contract import Finished, GenerationRequest
 
     if preview is not None and engine.settings.preview != preview:
         engine.settings = dataclasses.replace(engine.settings, preview=preview)
@@ -436,7 +436,7 @@ class Bench:
         """txt2img → img2img → inpaint on the same loaded model: each job right after a different task ('switch')
         vs right after the same task ('same'); and the pipeline-construction cost itself (from_pipe)."""
         from studio.pipelines import make_scheduler, pipeline_class, task_pipeline
-        from studio.requests import Task
+        from studio.contract import Task
         from studio.samplers import find_sampler
 
         size = plan.size
@@ -557,7 +557,7 @@ class Bench:
 
     def oom(self, sides: Sides, plan: Plan):
         """A job too large for GPU memory fails with the engine's message; the next job succeeds."""
-        from studio.requests import Failed, Finished, GenerationRequest
+        from studio.contract import Failed, Finished, GenerationRequest
 
         request = GenerationRequest(PROMPT, seed=1, steps=1, width=2048, height=2048, batch_size=32, sampler_name=SAMPLER)
         started = time.perf_counter()

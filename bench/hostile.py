@@ -56,7 +56,7 @@ def timed(fn: Callable[[], object], reps: int) -> dict:
 
 
 def refused(fn: Callable[[], object]) -> Callable[[], str]:
-    from studio.requests import RequestError
+    from studio.contract import RequestError
 
     def call() -> str:
         try:

@@ -13,7 +13,7 @@ import ipaddress
 from dataclasses import replace
 from typing import Optional, Protocol
 
-from .requests import LOCAL_USER, RequestError
+from .contract import LOCAL_USER, RequestError
 
 NAME_SHOWN_MAX = 120  # characters of a refused name echoed back: enough to recognise it, not a megabyte of it
 

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     from .checkpoints import ModelError
     from .engine import Engine
     from .outputs import OutputStore
-    from .requests import Failed, GenerationRequest, RequestError
+    from .contract import Failed, GenerationRequest, RequestError
     from .validation import decode_image
 
     try:

@@ -38,7 +38,7 @@ from .pipelines import (
 )
 from .previews import FrameSink, PreviewDecoder, capture, load_taesd
 from .queueing import FairQueue
-from .requests import (
+from .contract import (
     Cancelled,
     Failed,
     Finished,

@@ -10,7 +10,7 @@ import uuid
 from collections import OrderedDict, deque
 from typing import Iterator, Optional
 
-from .requests import TERMINAL_EVENTS, Cancelled, Finished, GenerationRequest, Preview, Queued, Started, Step
+from .contract import TERMINAL_EVENTS, Cancelled, Finished, GenerationRequest, Preview, Queued, Started, Step
 
 RECENT_JOBS_PER_OWNER = 20  # finished jobs kept findable (status, frames, stream) per owner
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .requests import Task
+from .contract import Task
 from .samplers import Sampler
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from collections import OrderedDict, deque
 from typing import Optional
 
 from .jobs import Job
-from .requests import QueueFullError
+from .contract import QueueFullError
 
 
 class FairQueue:

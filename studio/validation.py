@@ -13,7 +13,7 @@ from typing import BinaryIO, Union
 from PIL import Image
 
 from .config import Settings
-from .requests import GenerationRequest, RequestError, Task
+from .contract import GenerationRequest, RequestError, Task
 from .samplers import find_sampler
 
 # The studio's one prompt-length cap, on every path: validation, the API, the UI's prompt boxes (max_length) and the

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from studio.requests import TERMINAL_EVENTS
+from studio.contract import TERMINAL_EVENTS
 
 
 def reference_pipeline(cache_dir, task: str = "txt2img", sampler: str = "Euler a"):

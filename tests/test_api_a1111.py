@@ -10,7 +10,7 @@ from PIL import Image
 from server_support import SMALL, live_server, mask_b64, png_b64
 
 from studio.metadata import read_infotext
-from studio.requests import Finished, GenerationRequest
+from studio.contract import Finished, GenerationRequest
 
 
 @pytest.fixture(scope="module")

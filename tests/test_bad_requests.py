@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from studio.config import Settings
-from studio.requests import Finished, GenerationRequest, RequestError
+from studio.contract import Finished, GenerationRequest, RequestError
 from studio.validation import decode_image, validate
 from tests.helpers import gradient_image, square_mask
 

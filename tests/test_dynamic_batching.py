@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from studio.requests import Finished, GenerationRequest
+from studio.contract import Finished, GenerationRequest
 from tests.helpers import pixels
 
 

@@ -6,7 +6,7 @@ import time
 
 from PIL import Image
 
-from studio.requests import Cancelled, Failed, Finished, GenerationRequest, Preview, Queued, Started, Step
+from studio.contract import Cancelled, Failed, Finished, GenerationRequest, Preview, Queued, Started, Step
 from tests.helpers import collect
 
 

@@ -92,7 +92,7 @@ def test_compiled_fast_mode_equals_default_on_cuda(studio_cache):
 def test_engine_fast_setting_on_cuda(tmp_path, studio_cache):
     from studio.engine import Engine
     from studio.outputs import OutputStore
-    from studio.requests import Finished, GenerationRequest
+    from studio.contract import Finished, GenerationRequest
 
     settings = Settings(model="tiny", outputs=tmp_path, cache_dir=studio_cache, warmup=False, fast=True, device="cuda")
     engine = Engine(settings, OutputStore(tmp_path)).start()

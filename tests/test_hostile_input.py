@@ -18,7 +18,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from studio.config import Settings
-from studio.requests import RequestError
+from studio.contract import RequestError
 from studio.tokenizers import write_clip_tokenizer
 from studio.ui.tokens import TokenCounter, counter_for, token_counter_html
 from studio.validation import MAX_PROMPT_CHARS, decode_image, image_header, limit_decoder

@@ -12,7 +12,7 @@ from PIL import Image
 
 from studio.metadata import build_infotext, parse_infotext, read_infotext
 from studio.outputs import OutputStore
-from studio.requests import GenerationRequest
+from studio.contract import GenerationRequest
 
 # A1111's parser regex (modules/infotext_utils.py): the parameters line must give at least 3 matches.
 A1111_PARAM = re.compile(r"\s*(\w[\w \-/]+):\s*(\"(?:\\.|[^\\\"])+\"|[^,]*)(?:,|$)")

@@ -14,7 +14,7 @@ import torch
 
 from studio.checkpoints import ModelError, detect_family, list_checkpoints, resolve_model
 from studio.config import Settings
-from studio.requests import Failed, Finished, GenerationRequest
+from studio.contract import Failed, Finished, GenerationRequest
 from tests.helpers import pixels
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from studio.jobs import Job
 from studio.queueing import FairQueue
-from studio.requests import GenerationRequest, QueueFullError
+from studio.contract import GenerationRequest, QueueFullError
 
 
 def _job(owner: str) -> Job:
@@ -38,7 +38,7 @@ def test_a_slow_consumer_gets_the_newest_frame_not_a_backlog():
     from PIL import Image
 
     from studio.jobs import EventChannel
-    from studio.requests import Finished, Preview, Started, Step
+    from studio.contract import Finished, Preview, Started, Step
 
     channel = EventChannel()
     channel.put(Started("tiny", [1]))

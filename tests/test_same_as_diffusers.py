@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from studio.requests import Finished, GenerationRequest
+from studio.contract import Finished, GenerationRequest
 from studio.samplers import find_sampler, sampler_names
 from tests.helpers import gradient_image, pixels, reference_pipeline, square_mask
 
@@ -73,7 +73,7 @@ def test_inpaint_equals_diffusers_and_keeps_unpainted_pixels(engine, studio_cach
 
 def test_three_tasks_share_modules_and_dtype(engine):
     from studio.pipelines import make_scheduler, task_pipeline
-    from studio.requests import Task
+    from studio.contract import Task
 
     model = engine.models.get("tiny")
     pipes = [task_pipeline(model.pipe, model.family, task, make_scheduler(find_sampler("Euler"), model.scheduler_config), engine.dtype) for task in Task]
@@ -96,7 +96,7 @@ def test_every_sampler_name_maps_to_a_scheduler(engine):
 
 def test_task_pipelines_are_kept_but_each_job_gets_a_fresh_scheduler(engine):
     from studio.pipelines import job_pipeline, make_scheduler
-    from studio.requests import Task
+    from studio.contract import Task
 
     model = engine.models.get("tiny")
     built: dict = {}

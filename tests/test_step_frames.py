@@ -15,7 +15,7 @@ from PIL import Image
 
 from studio.animation import animation_bytes
 from studio.previews import encode_jpeg
-from studio.requests import Finished, GenerationRequest
+from studio.contract import Finished, GenerationRequest
 from studio.ui import step_previews
 from studio.ui.streaming import Session
 from studio.web.frames import build_frames_router

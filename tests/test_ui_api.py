@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from studio.metadata import read_infotext
-from studio.requests import Finished, GenerationRequest
+from studio.contract import Finished, GenerationRequest
 
 from tests.ui_support import launch_studio, make_input_png, make_mask_png
 

@@ -11,7 +11,7 @@ import sys
 import pytest
 from PIL import Image, ImageDraw
 
-from studio.requests import Finished, GenerationRequest
+from studio.contract import Finished, GenerationRequest
 from studio.ui import inpaint, png_info, step_previews
 from studio.ui.streaming import Session, cancel_job, stream_job
 from studio.ui.tokens import WINDOW, TokenCounter, counter_for, find_merges, token_counter_html

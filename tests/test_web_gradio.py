@@ -17,7 +17,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from studio.requests import Finished, GenerationRequest
+from studio.contract import Finished, GenerationRequest
 
 from tests.server_support import USERS, basic_headers, record_start_order
 from tests.ui_support import launch_studio

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from server_support import SMALL, live_server
 
-from studio.requests import Cancelled, Failed, Finished, GenerationRequest, RequestError
+from studio.contract import Cancelled, Failed, Finished, GenerationRequest, RequestError
 
 TINY = dict(steps=2, width=64, height=64, sampler_name="Euler")
 

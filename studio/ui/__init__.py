@@ -13,7 +13,7 @@ from typing import Optional
 import gradio as gr
 
 from . import img2img, inpaint, png_info, step_previews, txt2img
-from studio.requests import LOCAL_USER
+from studio.contract import LOCAL_USER
 
 from .panel import Panel
 from .streaming import SILENT, TELLING, Services, Session

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from studio.requests import GenerationRequest, RequestError
+from studio.contract import GenerationRequest, RequestError
 
 from .panel import Panel, build_panel, generate_listener
 from .streaming import Services, Session, stream_job

@@ -11,7 +11,7 @@ from typing import Optional
 import gradio as gr
 from PIL import Image, ImageChops, ImageOps
 
-from studio.requests import GenerationRequest, RequestError
+from studio.contract import GenerationRequest, RequestError
 
 from .panel import Panel, build_panel, generate_listener, whole
 from .streaming import TELLING, Services, Session, stream_job

@@ -8,7 +8,7 @@ from typing import Any, Callable, Optional
 
 import gradio as gr
 
-from studio.requests import RequestError
+from studio.contract import RequestError
 from studio.validation import MAX_PROMPT_CHARS
 from studio.samplers import DEFAULT_SAMPLER, sampler_names
 

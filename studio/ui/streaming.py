@@ -16,7 +16,7 @@ import gradio as gr
 
 from studio.jobs import Job
 from studio.links import job_stream_url, result_url
-from studio.requests import (LOCAL_USER, Cancelled, Failed, Finished, GenerationRequest, Preview, Queued, QueueFullError,
+from studio.contract import (LOCAL_USER, Cancelled, Failed, Finished, GenerationRequest, Preview, Queued, QueueFullError,
                              RequestError, SavedImage, Started, Step)
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from typing import Optional
 from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import BPE
 
-from ..requests import RequestError
+from ..contract import RequestError
 from ..validation import check_prompt_length
 
 WINDOW = 75  # CLIP sees 77 positions: start, 75 prompt tokens, end

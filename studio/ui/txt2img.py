@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from studio.requests import GenerationRequest, RequestError
+from studio.contract import GenerationRequest, RequestError
 
 from .panel import Panel, build_panel, generate_listener, size, whole
 from .streaming import Services, Session, stream_job

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ..jobs import Job
 from ..metadata import parse_infotext, read_infotext
-from ..requests import Cancelled, Failed, Finished, GenerationRequest, QueueFullError, RequestError
+from ..contract import Cancelled, Failed, Finished, GenerationRequest, QueueFullError, RequestError
 from ..samplers import DEFAULT_SAMPLER, sampler_aliases, sampler_names
 from ..validation import decode_image
 from .state import ModelChoiceError, ServerState

@@ -38,7 +38,7 @@ from typing import Callable, Optional
 from argon2 import PasswordHasher, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from ..requests import LOCAL_USER
+from ..contract import LOCAL_USER
 from .sessions import SESSION_COOKIE, SessionStore
 
 _USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")

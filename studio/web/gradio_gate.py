@@ -23,7 +23,7 @@ from typing import Callable, Optional
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..links import FILES
-from ..requests import RequestError
+from ..contract import RequestError
 from .gradio_files import GradioFiles
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ import os
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
 
-from ..requests import Cancelled, Failed, Finished, Preview, Queued, Started, Step
+from ..contract import Cancelled, Failed, Finished, Preview, Queued, Started, Step
 from ..links import result_url
 
 KEEPALIVE_S = 15.0

@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse
 from ..history import safe_output_file
 from ..jobs import Job
 from ..links import result_relative
-from ..requests import QueueFullError, RequestError
+from ..contract import QueueFullError, RequestError
 from .a1111 import Api, Txt2ImgBody, bad_request, client_host, encode_image
 from .state import ServerState
 
