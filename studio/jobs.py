@@ -83,6 +83,7 @@ class Job:
         self.cancel_requested = threading.Event()
         self.skip_requested = threading.Event()
         self.step_frames: list = []  # previews.StepFrames, one per previewed step, for the Step previews tab
+        self.event_times: dict[str, float] = {}  # event type name → perf_counter() when first emitted (benchmarks)
         self.last_queued: Optional[Queued] = None
         self.last_step: Optional[Step] = None
         self.last_preview: Optional[Preview] = None
@@ -93,6 +94,7 @@ class Job:
     # ---- worker side
 
     def emit(self, event) -> None:
+        self.event_times.setdefault(type(event).__name__, time.perf_counter())
         with self._watch_lock:  # state and channels change together, so watch() never misses or repeats an event
             if isinstance(event, Queued):
                 self.last_queued = event
