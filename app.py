@@ -1,4 +1,4 @@
-"""The studio in the browser. Composition root only: settings → engine → rules → UI → server.
+"""The studio in the browser. Composition root only: settings → engine → rules → job service → UI → server.
 
     python app.py                 # opens http://127.0.0.1:7860 in your browser
     python app.py --model tiny    # no download needed: a random-weight model that draws noise
@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     from studio.checkpoints import ModelError
     from studio.engine import Engine
     from studio.outputs import OutputStore
+    from studio.service import JobService
     from studio.ui import CSS, build_ui
     from studio.validation import limit_decoder
     from studio.web.app import check_server_arguments, create_app, serve, users_from_args
@@ -41,10 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    access = Access(engine, users)
+    service = JobService(engine, Access(engine, users))
     files = GradioFiles()
-    blocks = build_ui(engine, access=access, files=files)
-    app = create_app(blocks, engine, users, access=access, files=files, secure_cookies=bool(args.tls_certfile),
+    blocks = build_ui(service, files=files)
+    app = create_app(blocks, service, users, files=files, secure_cookies=bool(args.tls_certfile),
                      state_dir=settings.cache_dir, css=CSS)
     serve(app, args, users)
     return 0

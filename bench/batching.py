@@ -28,11 +28,13 @@ PROMPTS = ["a red house by a lake", "a blue boat at dawn", "a forest in autumn",
 
 def run_round(engine, users: int, size: int, steps: int, batching: bool, seed0: int):
     from studio.contract import Finished, GenerationRequest
+    from studio.service import JobService
 
     engine.settings = dataclasses.replace(engine.settings, dynamic_batching=batching)
-    blocker = engine.submit(GenerationRequest("blocker", seed=0, steps=1, width=size, height=size), owner="blocker", may_name_any_model=True)
+    service = JobService.for_operator(engine)
+    blocker = service.submit(GenerationRequest("blocker", seed=0, steps=1, width=size, height=size), "blocker")
     jobs = [
-        engine.submit(GenerationRequest(PROMPTS[u % len(PROMPTS)], seed=seed0 + u, steps=steps, width=size, height=size, sampler_name="Euler"), owner=f"user{u}", may_name_any_model=True)
+        service.submit(GenerationRequest(PROMPTS[u % len(PROMPTS)], seed=seed0 + u, steps=steps, width=size, height=size, sampler_name="Euler"), f"user{u}")
         for u in range(users)
     ]
     blocker.wait()

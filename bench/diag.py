@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .harness import PROMPT, SAMPLER, Sides, _timed_job_class, diffusers_call, engine_job, median, sync
+from .harness import PROMPT, SAMPLER, Sides, diffusers_call, engine_job, median, sync
 from .models import SPECS, model_folder
 
 
@@ -26,9 +26,7 @@ def main():
     from diffusers.utils import logging as dl
 
     dl.disable_progress_bar()
-    _timed_job_class()
     from studio.pipelines import make_scheduler
-    from studio.contract import GenerationRequest
     from studio.samplers import find_sampler
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -67,22 +65,12 @@ def main():
         sync(device)
         return time.perf_counter() - started, None
 
-    def engine_direct(steps):
-        from studio.jobs import Job
-
-        job = Job(GenerationRequest(PROMPT, seed=1, steps=steps, sampler_name=SAMPLER, width=size, height=size))
-        started = time.perf_counter()
-        sides.engine._run(job)
-        sync(device)
-        return time.perf_counter() - started
-
     variants = {
         "diffusers": lambda s: diffusers_call(sides.pipe, device, size, s)[0],
         "diffusers_in_thread": lambda s: in_thread(diffusers_call)(sides.pipe, device, size, s)[0],
         "diffusers_noop_callback": lambda s: with_callback(sides.pipe, device, size, s)[0],
         "diffusers_recording_scheduler": lambda s: recording(sides.pipe, device, size, s)[0],
         "engine_job_previews_off": lambda s: engine_job(sides.engine, size, s, 1, preview="off")[0],
-        "engine_run_main_thread": engine_direct,
         "engine_pipe_diffusers_call": lambda s: diffusers_call(sides.engine.models.get(sides.engine.current_model).pipe, device, size, s)[0],
     }
     for fn in variants.values():

@@ -92,31 +92,12 @@ def ratio(a, b):
     return (a / b) if a and b else None
 
 
-class Timeline:
-    """Timestamps of a job's events, recorded as the worker emits them (no consumer-thread delay)."""
+def operator_jobs(engine):
+    """The job service over a benchmarked engine, as the operator (any model may be named). Cheap to build: made per
+    call, so no engine is kept alive by a cache after the benchmark stops it."""
+    from studio.service import JobService
 
-    def __init__(self):
-        self.times: dict[str, float] = {}
-
-    def mark(self, name: str) -> None:
-        self.times.setdefault(name, time.perf_counter())
-
-
-def _timed_job_class():
-    from studio import engine as engine_module
-    from studio.jobs import Job
-
-    class TimedJob(Job):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.timeline = Timeline()
-
-        def emit(self, event):
-            self.timeline.mark(type(event).__name__)
-            super().emit(event)
-
-    engine_module.Job = TimedJob  # the engine builds its jobs from its module's name `Job`
-    return TimedJob
+    return JobService.for_operator(engine)
 
 
 class Sides:
@@ -172,19 +153,20 @@ class Sides:
 
 
 def engine_job(engine, size: int, steps: int, batch: int = 1, seed: int = 1, preview: Optional[str] = None, sampler: str = SAMPLER, **extra):
-    """Run one job on the engine; (seconds submit→finished, job). Raises on a failed job."""
-    from studio.contract import Finished, GenerationRequest
+    """Run one job on the engine through the job service; (seconds submit→finished, job). The job's event_times
+    say when the worker emitted each kind of event. Raises on a failed job."""
+    from studio.contract import LOCAL_USER, Finished, GenerationRequest
 
     if preview is not None and engine.settings.preview != preview:
         engine.settings = dataclasses.replace(engine.settings, preview=preview)
     request = GenerationRequest(
         PROMPT, seed=seed, steps=steps, cfg_scale=7.0, sampler_name=sampler, width=size, height=size, batch_size=batch, **extra
     )
+    jobs = operator_jobs(engine)
     started = time.perf_counter()
-    job = engine.submit(request, may_name_any_model=True)
+    job = jobs.submit(request, LOCAL_USER)
     result = job.wait()
     seconds = time.perf_counter() - started
-    job.timeline.times["submitted"] = started
     if not isinstance(result, Finished):
         raise RuntimeError(f"engine job failed: {result}")
     return seconds, job
@@ -226,7 +208,6 @@ class Bench:
         self.out_path = out_path
         self.deadline = deadline
         self.results = {"meta": environment(device, dtype, args), "models": {}}
-        _timed_job_class()
 
     def save(self):
         self.out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -391,7 +372,7 @@ class Bench:
                         sides.engine.settings = dataclasses.replace(sides.engine.settings, preview_every=every)
                     seconds, job = engine_job(sides.engine, plan.size, steps, 1, preview=preview)
                     runs[mode].setdefault(steps, []).append(seconds)
-                    times = job.timeline.times
+                    times = job.event_times
                     if "Started" in times and "Preview" in times:
                         first_frame[mode].append(times["Preview"] - times["Started"])
                     if "Started" in times and "Step" in times:
@@ -557,11 +538,11 @@ class Bench:
 
     def oom(self, sides: Sides, plan: Plan):
         """A job too large for GPU memory fails with the engine's message; the next job succeeds."""
-        from studio.contract import Failed, Finished, GenerationRequest
+        from studio.contract import LOCAL_USER, Failed, Finished, GenerationRequest
 
         request = GenerationRequest(PROMPT, seed=1, steps=1, width=2048, height=2048, batch_size=32, sampler_name=SAMPLER)
         started = time.perf_counter()
-        result = sides.engine.submit(request, may_name_any_model=True).wait()
+        result = operator_jobs(sides.engine).generate(request, LOCAL_USER)
         failed_s = time.perf_counter() - started
         out = {"request": "2048x2048, batch 32, 1 step", "result": type(result).__name__, "message": getattr(result, "message", None), "seconds": failed_s}
         out["oom_message_ok"] = isinstance(result, Failed) and result.message.startswith("Out of GPU memory")

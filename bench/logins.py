@@ -104,6 +104,8 @@ def scenario(name: str, engine, entries: dict, limiter, requests: int, flood_s: 
     import gradio as gr
     import httpx
 
+    from studio.access import Access
+    from studio.service import JobService
     from studio.web.app import create_app
     from studio.web.auth import Users, verify_password
 
@@ -116,7 +118,7 @@ def scenario(name: str, engine, entries: dict, limiter, requests: int, flood_s: 
     users = Users(dict(entries), limiter=limiter, verify=counting_verify)
     with gr.Blocks() as blocks:
         gr.Textbox()
-    with _Server(create_app(blocks, engine, users, state_dir=state_dir / name)) as server:
+    with _Server(create_app(blocks, JobService(engine, Access(engine, users)), users, state_dir=state_dir / name)) as server:
         with httpx.Client(base_url=server.url, timeout=60) as alice:
             assert alice.post("/login", data={"username": "alice", "password": "alice-pw"}).status_code == 303
             _latencies(alice, 20)  # warm-up

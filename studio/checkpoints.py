@@ -16,6 +16,16 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from .config import DEFAULT_MODEL, Settings
+from .families import (
+    TINY_CONFIG,
+    TINY_FAMILY,
+    FileFamily,
+    all_configs,
+    detect_checkpoint,
+    family,
+    family_of_pipeline,
+    supported_labels,
+)
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +33,6 @@ MODELS_ROOT = Path(__file__).resolve().parent.parent / "models"
 SAFE_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
-DEFAULT_SIZES = {"sd1": 512, "sd2": 768, "sdxl": 1024}
 
 
 class ModelError(Exception):
@@ -94,13 +103,6 @@ def resolve_model(name: str, settings: Settings) -> ModelSource:
 # ---- single-file family detection (reads the safetensors header only)
 
 
-@dataclass(frozen=True)
-class FileFamily:
-    family: str  # sd1 | sd2 | sdxl
-    config: str  # folder under models/configs, or "tiny"
-    prediction_type: str | None = None  # an override of the config's
-
-
 def _header_shapes(path: Path) -> dict:
     from safetensors import safe_open
 
@@ -120,21 +122,10 @@ def detect_family(path: Path, shapes: dict | None = None) -> FileFamily:
                 f"Model '{path.name}' is not a readable .safetensors checkpoint.",
             ) from None
     kind = infer_diffusers_model_type(shapes)
-    conv_in = shapes.get("model.diffusion_model.input_blocks.0.0.weight")
-    if kind == "v1" and conv_in is not None and conv_in.shape[0] != 320:
-        return FileFamily("sd1", "tiny")
-    if kind == "v1":
-        return FileFamily("sd1", "sd15")
-    if kind == "inpainting":
-        return FileFamily("sd1", "sd15-inpainting")
-    if kind == "v2":
-        # 768-v is the common SD 2.x checkpoint; the 512 "base" ones predict epsilon. A1111 reads a .yaml beside
-        # the file for this; the file name is what users have.
-        base = re.search(r"(base|512)", path.name, re.IGNORECASE)
-        return FileFamily("sd2", "sd21", "epsilon" if base else None)
-    if kind == "xl_base":
-        return FileFamily("sdxl", "sdxl")
-    raise ModelError(f"Model '{path.name}': detected as '{kind}', which the studio does not run (SD 1.x, 2.x and SDXL are supported).")
+    found = detect_checkpoint(kind, shapes, path.name)
+    if found is None:
+        raise ModelError(f"Model '{path.name}': detected as '{kind}', which the studio does not run ({supported_labels()} are supported).")
+    return found
 
 
 # ---- config folders for offline single-file loading
@@ -160,7 +151,7 @@ def materialize_config(config: str, cache_dir: Path) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(source, staging)
     index = json.loads((source / "model_index.json").read_text())
-    openclip_pad = {"sd21": {"tokenizer"}, "sdxl": {"tokenizer_2"}}.get(config, set())
+    openclip_pad = next((known.openclip_tokenizers for known in all_configs() if known.name == config), frozenset())
     for name in ("tokenizer", "tokenizer_2"):
         if name in index:
             write_clip_tokenizer(staging / name, pad_token="!" if name in openclip_pad else "<|endoftext|>")
@@ -176,7 +167,7 @@ def write_tiny_config(target: Path) -> None:
     spec = tiny.recipe()
     staging = target.with_name(target.name + f".tmp{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
-    index = json.loads((MODELS_ROOT / "configs" / "sd15" / "model_index.json").read_text())
+    index = json.loads((MODELS_ROOT / "configs" / family(TINY_FAMILY).base_config / "model_index.json").read_text())
     files = {
         "model_index.json": index,
         "unet/config.json": {"_class_name": "UNet2DConditionModel", **spec["unet"]},
@@ -250,10 +241,7 @@ class LoadedModel:
 
 
 def _family_of_pipeline(pipe) -> str:
-    if "XL" in type(pipe).__name__:
-        return "sdxl"
-    cross = getattr(pipe.unet.config, "cross_attention_dim", 768)
-    return "sd2" if cross == 1024 else "sd1"
+    return family_of_pipeline(type(pipe).__name__, getattr(pipe.unet.config, "cross_attention_dim", None)).name
 
 
 def refuse_pickle(source: ModelSource, settings: Settings) -> None:
@@ -287,7 +275,7 @@ def _load(source: ModelSource, settings: Settings, device, dtype, hashes: HashCa
     if source.kind == "tiny":
         pipe = tiny.build_tiny_pipeline(materialize_config("tiny", settings.cache_dir) / "tokenizer", dtype=dtype)
         model_hash = tiny.recipe_hash()[:10]
-        family, default_size = "sd1", tiny.recipe()["default_size"]
+        family_name, default_size = TINY_FAMILY, tiny.recipe()["default_size"]
     elif source.kind == "file":
         path = Path(source.location)
         refuse_pickle(source, settings)
@@ -301,14 +289,14 @@ def _load(source: ModelSource, settings: Settings, device, dtype, hashes: HashCa
         else:
             kind = detect_family(path)
         config = materialize_config(kind.config, settings.cache_dir)
-        cls = diffusers.StableDiffusionXLPipeline if kind.family == "sdxl" else diffusers.StableDiffusionPipeline
+        cls = getattr(diffusers, family(kind.family).pipelines.txt2img)
         pipe = cls.from_single_file(str(path), config=str(config), torch_dtype=dtype, local_files_only=True)
-        family = kind.family
-        default_size = tiny.recipe()["default_size"] if kind.config == "tiny" else DEFAULT_SIZES[family]
+        family_name = kind.family
+        default_size = tiny.recipe()["default_size"] if kind.config == TINY_CONFIG.name else family(family_name).default_size
         model_hash = hashes.sha256(path)[:10]
         if kind.prediction_type:
             pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, prediction_type=kind.prediction_type)
-            notes.append(f"{source.name}: SD 2.x 'base' checkpoint, epsilon prediction")
+            notes.append(f"{source.name}: {kind.note}")
     else:
         kwargs = {"torch_dtype": dtype}
         location = source.location
@@ -318,15 +306,15 @@ def _load(source: ModelSource, settings: Settings, device, dtype, hashes: HashCa
         if "safety_checker" in index:
             kwargs.update(safety_checker=None, requires_safety_checker=False)  # as A1111: no NSFW filter
         pipe = diffusers.DiffusionPipeline.from_pretrained(location, **kwargs)
-        family = _family_of_pipeline(pipe)
-        default_size = DEFAULT_SIZES[family]
+        family_name = _family_of_pipeline(pipe)
+        default_size = family(family_name).default_size
         unet_files = sorted(Path(location, "unet").glob("diffusion_pytorch_model*.safetensors")) or sorted(
             Path(location, "unet").glob("*.bin")
         )
         model_hash = hashes.sha256(unet_files[0])[:10] if unet_files else hashlib.sha256(source.location.encode()).hexdigest()[:10]
     pipe.set_progress_bar_config(disable=True)
     pipe.to(device)
-    return LoadedModel(source, family, pipe, dict(pipe.scheduler.config), model_hash, default_size, notes)
+    return LoadedModel(source, family_name, pipe, dict(pipe.scheduler.config), model_hash, default_size, notes)
 
 
 def _hub_snapshot(repo_id: str) -> str:

@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     from .checkpoints import ModelError
     from .engine import Engine
     from .outputs import OutputStore
-    from .contract import Failed, GenerationRequest, RequestError
+    from .contract import LOCAL_USER, Failed, GenerationRequest, RequestError
+    from .service import JobService
     from .validation import decode_image
 
     try:
@@ -85,9 +86,11 @@ def main(argv: list[str] | None = None) -> int:
 
         validate(request, settings)  # before loading any model
         engine = Engine(settings.__class__(**{**settings.__dict__, "warmup": False}), OutputStore(settings.outputs)).start()
-        if engine.notice:
-            print(f"note: {engine.notice}", file=sys.stderr)
-        job = engine.submit(request, may_name_any_model=True)  # the operator, at their own shell
+        service = JobService.for_operator(engine)  # the operator, at their own shell: any model may be named
+        notice = service.info().notice
+        if notice:
+            print(f"note: {notice}", file=sys.stderr)
+        job = service.submit(request, LOCAL_USER)
         result = job.wait()
     except (RequestError, ModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,6 +1,7 @@
 """The engine: owns the device, keeps pipelines warm, and runs jobs from a fair queue on one worker thread.
 
-Data path: submit(request) → FairQueue → worker → diffusers pipeline with a step callback → previews → job events.
+Data path: submit(request) → Dispatcher (fair queue, dynamic batching) → worker → diffusers pipeline with a step
+callback → previews → job events. EngineThreads starts and stops the threads all this runs on.
 """
 
 from __future__ import annotations
@@ -37,14 +38,13 @@ from .pipelines import (
     quiet_library_logs,
 )
 from .previews import FrameSink, PreviewDecoder, capture, load_taesd
-from .queueing import FairQueue
+from .dispatch import BatchPolicy, Dispatcher
 from .contract import (
     Cancelled,
     Failed,
     Finished,
     GenerationRequest,
     Preview,
-    Queued,
     RequestError,
     SavedImage,
     Started,
@@ -81,6 +81,30 @@ class PreparedJob:
     notes: list[str]
 
 
+class EngineThreads:
+    """The engine's threads, owned in one place so that stop() leaves none behind: the worker (torch runs on it
+    only), the preview-frame thread, and the saver (FIFO: a job's saves, then its event)."""
+
+    def __init__(self):
+        self.frames = FrameSink()
+        self.saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="saver")
+        self._worker: Optional[threading.Thread] = None
+
+    def start(self, work) -> None:
+        """Start the frame thread, then the worker running work()."""
+        self.frames.start()
+        self._worker = threading.Thread(target=work, name="engine-worker", daemon=True)
+        self._worker.start()
+
+    def stop(self, timeout: float = 30) -> None:
+        """Join in the order work flows: the worker (it still queues frames and saves), then frames, then the
+        saver, so images already made are written before the engine stops."""
+        if self._worker is not None and self._worker is not threading.current_thread():
+            self._worker.join(timeout=timeout)
+        self.frames.stop(timeout)
+        self.saver.shutdown(wait=True)
+
+
 class Engine:
     def __init__(self, settings: Settings, outputs: OutputStore, taesd_loader=None):
         """taesd_loader: family → AutoencoderTiny for taesd previews (default: load_taesd from the hub cache); the
@@ -94,16 +118,13 @@ class Engine:
         self.attention: AttentionChoice = choose_attention(settings.attention, self.device, self.dtype)
         log.info("Device %s, dtype %s, attention %s (%s)", self.device, self.dtype, self.attention.backend, self.attention.reason)
         self.models = ModelCache(settings, self.device, self.dtype, self.attention)
-        self.queue = FairQueue(settings.max_queue_per_user)
+        self.dispatcher = Dispatcher(settings.max_queue_per_user, self._batch_policy)
         self.jobs = JobRegistry()  # each owner's recent jobs, found by id
-        self.frames = FrameSink()
+        self.threads = EngineThreads()
         self.current_model: Optional[str] = None
         self.notice: Optional[str] = None
         self.running_jobs: list[Job] = []  # several when jobs of different users share one batch
         self._decoders: dict[str, PreviewDecoder] = {}
-        self._worker: Optional[threading.Thread] = None
-        self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="saver")  # FIFO: a job's saves, then its event
-        self._stop = threading.Event()
         self.seconds_per_step = 0.0  # of the last job that ran: queue ETAs use it
 
     # ---- life cycle
@@ -128,8 +149,7 @@ class Engine:
             self.current_model = "tiny"
         warmed: list = []  # the warm-up's exception, if any, once it is over
         ready = threading.Event()
-        self._worker = threading.Thread(target=self._serve, args=(ready, warmed), name="engine-worker", daemon=True)
-        self._worker.start()
+        self.threads.start(lambda: self._serve(ready, warmed))
         ready.wait()
         if warmed and warmed[0] is not None:
             self.stop()
@@ -151,13 +171,16 @@ class Engine:
         self._work()
 
     def stop(self) -> None:
-        self._stop.set()
-        self.queue.close()
+        """Take no more jobs, stop the running ones, and join every thread."""
+        self.dispatcher.close()
         for job in self.running_jobs:
             job.cancel()
-        if self._worker:
-            self._worker.join(timeout=30)
-        self._saver.shutdown(wait=True)  # images already made are written before the engine stops
+        self.threads.stop()
+
+    @property
+    def queue(self) -> Dispatcher:
+        """The old name of the dispatcher: front ends read positions and snapshots, and set max_per_owner, here."""
+        return self.dispatcher
 
     def info(self) -> EngineInfo:
         return EngineInfo(
@@ -187,15 +210,12 @@ class Engine:
         validate(request, self.settings)
         request = self._checked_model(request, may_name_any_model)
         job = Job(request, owner)
-        self.queue.put(job)
+        self.dispatcher.put(job)
         self.jobs.add(job)
-        job.emit(Queued(self.queue.position(job) or 0))
         return job
 
     def cancel(self, job: Job) -> None:
-        job.cancel()
-        if self.queue.remove(job):
-            job.emit(Cancelled())
+        self.dispatcher.cancel(job)
 
     def generate(self, request: GenerationRequest, owner: str = "local", *, may_name_any_model: bool = False):
         """Submit and wait: the terminal event (Finished, Failed or Cancelled)."""
@@ -215,43 +235,40 @@ class Engine:
         raise refusal(str(request.model), offered, may_name_any_model)
 
     def _work(self) -> None:
-        while not self._stop.is_set():
-            job = self.queue.get(timeout=0.5)
-            if job is None:
-                continue
-            group = [job] + self._companions(job)
-            self._announce_positions()
-            for member in [j for j in group if j.cancel_requested.is_set()]:
-                member.emit(Cancelled())
-                group.remove(member)
-            if not group:
-                continue
-            self.running_jobs = group
-            failed = True
-            try:
-                finishers = self._run_group(group)
-                self.frames.flush()  # every preview reaches its job before the job's final images
-                for member, finish in finishers.items():
-                    # Saving (PNG encoding, fsync) happens on the saver thread while the next job samples.
-                    self._saver.submit(self._finish, member, finish)
-                failed = False
-            except torch.cuda.OutOfMemoryError:
-                log.warning("%s ran out of GPU memory", ", ".join(j.id for j in group))
-                self._fail(group, "Out of GPU memory: try a smaller size or batch, or fewer models kept loaded.")
-            except RequestError as exc:
-                self._fail(group, str(exc))
-            except ModelError as exc:  # the detail (paths, the library's words) is for the operator's log only
-                log.warning("%s: %s", ", ".join(j.id for j in group), exc)
-                self._fail(group, exc.public_message)
-            except Exception:  # one job's failure must not take the worker down
-                log.exception("%s failed", ", ".join(j.id for j in group))
-                self._fail(group, "Generation failed because of an error on the server (it is in the server's log); "
-                                  "try again, and tell the operator if it happens again.")
-            finally:
-                self.running_jobs = []
-                self.frames.flush()
-                if failed or any(j.cancel_requested.is_set() for j in group):
-                    free_device_memory(self.device)
+        """The worker's loop: one group of jobs at a time, until stop() closes the dispatcher."""
+        while (group := self.dispatcher.next_group()) is not None:
+            if group:
+                self._run_to_the_end(group)
+
+    def _run_to_the_end(self, group: list[Job]) -> None:
+        """Run a group and end every job in it: its images go to the saver, or it fails alone with a message
+        for its user (the worker goes on)."""
+        self.running_jobs = group
+        failed = True
+        try:
+            finishers = self._run_group(group)
+            self.threads.frames.flush()  # every preview reaches its job before the job's final images
+            for member, finish in finishers.items():
+                # Saving (PNG encoding, fsync) happens on the saver thread while the next job samples.
+                self.threads.saver.submit(self._finish, member, finish)
+            failed = False
+        except torch.cuda.OutOfMemoryError:
+            log.warning("%s ran out of GPU memory", ", ".join(j.id for j in group))
+            self._fail(group, "Out of GPU memory: try a smaller size or batch, or fewer models kept loaded.")
+        except RequestError as exc:
+            self._fail(group, str(exc))
+        except ModelError as exc:  # the detail (paths, the library's words) is for the operator's log only
+            log.warning("%s: %s", ", ".join(j.id for j in group), exc)
+            self._fail(group, exc.public_message)
+        except Exception:  # one job's failure must not take the worker down
+            log.exception("%s failed", ", ".join(j.id for j in group))
+            self._fail(group, "Generation failed because of an error on the server (it is in the server's log); "
+                              "try again, and tell the operator if it happens again.")
+        finally:
+            self.running_jobs = []
+            self.threads.frames.flush()
+            if failed or any(j.cancel_requested.is_set() for j in group):
+                free_device_memory(self.device)
 
     def _finish(self, job: Job, finish) -> None:
         try:
@@ -260,8 +277,7 @@ class Engine:
             log.exception("%s: saving failed", job.id)
             event = Failed("The images could not be saved on the server (the reason is in the server's log); "
                            "tell the operator.")
-        if not job.done:
-            job.emit(event)
+        job.finish(event)
 
     @property
     def running(self) -> Optional[Job]:
@@ -271,44 +287,13 @@ class Engine:
 
     def _fail(self, jobs: list[Job], message: str) -> None:
         for job in jobs:
-            if not job.done:
-                job.emit(Cancelled() if job.cancel_requested.is_set() else Failed(message))
+            job.finish(Cancelled() if job.cancel_requested.is_set() else Failed(message))
 
-    # ---- dynamic batching: compatible txt2img jobs of different users share one UNet batch
-
-    def _companions(self, job: Job) -> list[Job]:
-        if not self.settings.dynamic_batching or not self._batchable(job.request):
-            return []
-        key = self._batch_key(job.request)
-        room = [self.settings.max_batch - job.request.batch_size]
-
-        def fits(other: Job) -> bool:
-            if self._batch_key(other.request) != key or other.request.batch_size > room[0] or other.cancel_requested.is_set():
-                return False
-            room[0] -= other.request.batch_size
-            return True
-
-        owners = {job.owner}
-        companions = self.queue.take_matching(fits, owners, self.settings.max_batch)
-        deadline = time.monotonic() + self.settings.batch_wait_ms / 1000
-        while room[0] > 0 and time.monotonic() < deadline:
-            self.queue.wait_for_put(max(0.0, deadline - time.monotonic()))
-            companions += self.queue.take_matching(fits, owners | {j.owner for j in companions}, self.settings.max_batch)
-        return companions
-
-    def _batchable(self, request: GenerationRequest) -> bool:
-        return request.task is Task.TXT2IMG and request.batch_count == 1
-
-    def _batch_key(self, request: GenerationRequest):
-        if not self._batchable(request):
-            return None
-        return (request.model or self.current_model, request.width, request.height, request.steps, request.sampler_name, float(request.cfg_scale))
-
-    def _announce_positions(self) -> None:
-        for job in self.queue.snapshot():
-            position = self.queue.position(job)
-            if position is not None:
-                job.emit(Queued(position))
+    def _batch_policy(self) -> BatchPolicy:
+        """Dynamic batching as the settings say now: compatible txt2img jobs of different users share one UNet
+        batch; a request without a model runs on the current one."""
+        settings = self.settings
+        return BatchPolicy(settings.dynamic_batching, settings.max_batch, settings.batch_wait_ms / 1000, self.current_model)
 
     # ---- running one job
 
@@ -476,8 +461,8 @@ class Engine:
         def on_step_end(pipe, i, t, tensors):
             live = [job for job in slices if not job.cancel_requested.is_set()]
             for job in slices:
-                if job.cancel_requested.is_set() and not job.done:
-                    job.emit(Cancelled())  # the user sees it stop now; its images are dropped at the end
+                if job.cancel_requested.is_set():
+                    job.finish(Cancelled())  # the user sees it stop now; its images are dropped at the end
             if not [job for job in live if not job.skip_requested.is_set()]:
                 pipe._interrupt = True  # diffusers' own flag: the remaining steps are skipped
                 return {}
@@ -493,7 +478,7 @@ class Engine:
                 for job in live:
                     at = offsets[job]
                     pictures, ready = capture(decoder, latents[at : at + 1], None if x0 is None else x0[at : at + 1])
-                    self.frames.submit(step, total, pictures, ready, self._deliver(job, step, total, batch_index))
+                    self.threads.frames.submit(step, total, pictures, ready, self._deliver(job, step, total, batch_index))
             return {}
 
         return on_step_end
@@ -525,6 +510,13 @@ class Engine:
         pipe(**self._pipeline_arguments(request, prepared, [0]), output_type="pil", callback_on_step_end=time_steps)
         self.seconds_per_step = clock.seconds_per_step  # a first estimate for queue ETAs
         log.info("Warm-up done in %.1f s", time.perf_counter() - started)
+
+    # ---- read-only views for the job service
+
+    def model_hashes(self) -> dict[str, Optional[str]]:
+        """Name → A1111 short hash of each model loaded now (ModelCache has no public view of its models yet)."""
+        loaded = dict(getattr(self.models, "_loaded", {}))
+        return {name: getattr(model, "model_hash", None) for name, model in loaded.items()}
 
 
 class _StepClock:

@@ -84,9 +84,6 @@ class History:
                         found.append(entry)
         return found
 
-    def find(self, owner: str, relative: str) -> Optional[HistoryEntry]:
-        return next((e for e in self.entries(owner) if e.relative == relative), None)
-
     def _entry(self, path: Path, relative: str, stat) -> Optional[HistoryEntry]:
         cached = self._cache.get(path)
         if cached and cached[0] == stat.st_mtime and cached[1] == stat.st_size:

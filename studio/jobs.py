@@ -10,7 +10,7 @@ import uuid
 from collections import OrderedDict, deque
 from typing import Iterator, Optional
 
-from .contract import TERMINAL_EVENTS, Cancelled, Finished, GenerationRequest, Preview, Queued, Started, Step
+from .contract import TERMINAL_EVENTS, Cancelled, Failed, Finished, GenerationRequest, Preview, Queued, Started, Step
 
 RECENT_JOBS_PER_OWNER = 20  # finished jobs kept findable (status, frames, stream) per owner
 
@@ -44,10 +44,9 @@ class EventChannel:
                 pass
 
     def get(self, timeout: Optional[float] = None):
-        """The next event, or None after `timeout` seconds without one."""
+        """The next event, or None after `timeout` seconds without one (None: wait for one)."""
         with self._cond:
-            if not self._pending:
-                self._cond.wait(timeout)
+            self._cond.wait_for(lambda: self._pending, timeout)
             return self._pending.popleft() if self._pending else None
 
     async def get_async(self, timeout: Optional[float] = None):
@@ -70,16 +69,30 @@ class EventChannel:
             return self._pending.popleft() if self._pending else None
 
 
+# The job's state machine, in one place: for each event, the statuses it may arrive in and the status after it
+# (None: unchanged). Anything else is refused, e.g. a late preview after the job was cancelled, or a second end.
+TRANSITIONS = {
+    Queued: ({"queued"}, None),
+    Started: ({"queued"}, "running"),
+    Step: ({"running"}, None),
+    Preview: ({"running"}, None),
+    Finished: ({"running"}, "finished"),
+    Failed: ({"queued", "running"}, "failed"),
+    Cancelled: ({"queued", "running"}, "cancelled"),
+}
+FINAL_STATUSES = ("finished", "failed", "cancelled")
+
+
 class Job:
     def __init__(self, request: GenerationRequest, owner: str = "local"):
         self.id = uuid.uuid4().hex  # random: ids say nothing about other users' jobs and cannot be guessed
         self.request = request
         self.owner = owner
         self.created = time.time()
-        self.status = "queued"  # queued | running | finished | failed | cancelled
+        self._status = "queued"  # queued | running | finished | failed | cancelled: see TRANSITIONS
         self.channel = EventChannel()  # the submitter's: every event from the start
         self._watchers: list[EventChannel] = []  # later subscribers (a browser's live stream)
-        self._watch_lock = threading.Lock()
+        self._lock = threading.Lock()  # status, state and channels change together: watch() never misses an event
         self.cancel_requested = threading.Event()
         self.skip_requested = threading.Event()
         self.step_frames: list = []  # previews.StepFrames, one per previewed step, for the Step previews tab
@@ -91,29 +104,52 @@ class Job:
         self.result = None  # the terminal event
         self._done = threading.Event()
 
+    @property
+    def status(self) -> str:
+        return self._status
+
     # ---- worker side
 
-    def emit(self, event) -> None:
-        self.event_times.setdefault(type(event).__name__, time.perf_counter())
-        with self._watch_lock:  # state and channels change together, so watch() never misses or repeats an event
-            if isinstance(event, Queued):
-                self.last_queued = event
-            elif isinstance(event, Step):
-                self.last_step = event
-            elif isinstance(event, Preview):
-                self.last_preview = event
-            elif isinstance(event, Started):
-                self.started = event
-                self.status = "running"
-            elif isinstance(event, TERMINAL_EVENTS):
-                self.result = event
-                self.status = {Finished: "finished", Cancelled: "cancelled"}.get(type(event), "failed")
+    def emit(self, event) -> bool:
+        """Record and deliver one event if the state machine allows it now; returns whether it did. Safe from
+        any thread: of several terminal events, exactly one is delivered."""
+        with self._lock:
+            after = _status_after(self._status, event)
+            if after is False:
+                return False
+            self.event_times.setdefault(type(event).__name__, time.perf_counter())
+            self._record(event)
+            if after is not None:
+                self._status = after
             for channel in [self.channel, *self._watchers]:
                 channel.put(event)
-            if isinstance(event, TERMINAL_EVENTS):
+            if self._status in FINAL_STATUSES:
                 self._watchers.clear()
-        if isinstance(event, TERMINAL_EVENTS):
-            self._done.set()
+                self._done.set()
+        return True
+
+    def finish(self, event) -> bool:
+        """End the job with a terminal event (Finished, Failed or Cancelled). Returns whether this call ended it:
+        False when it had already ended, so callers racing to end it need no `if not job.done` of their own.
+        Each caller passes its own event object: that object becoming `result` is how a caller knows it won."""
+        if not isinstance(event, TERMINAL_EVENTS):
+            raise TypeError(f"{type(event).__name__} does not end a job")
+        if self._done.is_set():
+            return False
+        self.emit(event)  # through emit, which subclasses may wrap (the benchmarks time events there)
+        return self.result is event
+
+    def _record(self, event) -> None:
+        if isinstance(event, Queued):
+            self.last_queued = event
+        elif isinstance(event, Step):
+            self.last_step = event
+        elif isinstance(event, Preview):
+            self.last_preview = event
+        elif isinstance(event, Started):
+            self.started = event
+        elif isinstance(event, TERMINAL_EVENTS):
+            self.result = event
 
     # ---- consumer side
 
@@ -134,7 +170,7 @@ class Job:
         start, last step and newest preview, or its end), without the event types in `ignore`. Pass it to
         unwatch() when done."""
         channel = EventChannel(ignore)
-        with self._watch_lock:
+        with self._lock:
             waiting = self.last_queued if self.started is None and self.result is None else None
             for event in (waiting, self.started, self.last_step, self.last_preview, self.result):
                 if event is not None:
@@ -144,14 +180,15 @@ class Job:
         return channel
 
     def unwatch(self, channel: EventChannel) -> None:
-        with self._watch_lock:
+        with self._lock:
             if channel in self._watchers:
                 self._watchers.remove(channel)
 
-    def events(self, poll: float = 0.5) -> Iterator:
-        """Every event until the terminal one (inclusive)."""
+    def events(self, poll: Optional[float] = None) -> Iterator:
+        """Every event until the terminal one (inclusive), each waited for, not polled (`poll` is ignored: kept
+        for old callers)."""
         while True:
-            event = self.channel.get(timeout=poll)
+            event = self.channel.get()
             if event is None:
                 continue
             yield event
@@ -175,6 +212,15 @@ class Job:
 
     def __repr__(self) -> str:
         return f"<Job {self.id[:8]} of {self.owner}: {self.status}>"
+
+
+def _status_after(status: str, event):
+    """The status after `event` arrives in `status`: None for unchanged, False when it may not arrive now."""
+    allowed = next((rule for kind, rule in TRANSITIONS.items() if isinstance(event, kind)), None)
+    if allowed is None:  # an event the machine does not know: delivered while the job lives, never after
+        return False if status in FINAL_STATUSES else None
+    arrives_in, after = allowed
+    return after if status in arrives_in else False
 
 
 class JobRegistry:

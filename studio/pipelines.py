@@ -13,23 +13,17 @@ from dataclasses import dataclass
 import torch
 
 from .contract import Task
+from .families import family as family_named
 from .samplers import Sampler
 
 log = logging.getLogger(__name__)
 
-FAMILY_PIPELINES = {
-    "sd1": ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline"),
-    "sd2": ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline"),
-    "sdxl": ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline", "StableDiffusionXLInpaintPipeline"),
-}
-
 
 def pipeline_class(family: str, task: Task):
+    """The diffusers class for `task` in `family`; imported only here, so the registry stays plain data."""
     import diffusers
 
-    names = FAMILY_PIPELINES[family]
-    index = {Task.TXT2IMG: 0, Task.IMG2IMG: 1, Task.INPAINT: 2}[task]
-    return getattr(diffusers, names[index])
+    return getattr(diffusers, family_named(family).pipelines.for_task(task))
 
 
 def task_pipeline(base, family: str, task: Task, scheduler, dtype: torch.dtype):

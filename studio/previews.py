@@ -1,5 +1,5 @@
-"""Latents → small pictures while sampling: the linear latent→RGB projection per family, TAESD, or the full VAE;
-plus the 4 latent channels as grayscale images for the Step previews tab.
+"""Latents → small pictures while sampling: the family's linear latent→RGB projection (families.py), TAESD, or the
+full VAE; plus the 4 latent channels as grayscale images for the Step previews tab.
 
 The sampling thread only queues GPU work and an asynchronous copy to the CPU (no synchronisation); a separate
 thread waits for the copy, builds the pictures and encodes them, so previews never stall the denoising loop.
@@ -17,19 +17,13 @@ from typing import Callable
 import torch
 from PIL import Image
 
-log = logging.getLogger(__name__)
+from .families import family as family_named
 
-# Rows: latent channels 0..3; columns: R, G, B (ComfyUI's latent_formats.py). Applied to scaled latents.
-LATENT_RGB = {
-    "sd1": ([[0.3512, 0.2297, 0.3227], [0.3250, 0.4974, 0.2350], [-0.2829, 0.1762, 0.2721], [-0.2120, -0.2616, -0.7177]], [0.0, 0.0, 0.0]),
-    "sdxl": ([[0.3651, 0.4232, 0.4341], [-0.2533, -0.0042, 0.1068], [0.1076, 0.1111, -0.0362], [-0.3165, -0.2492, -0.2188]], [0.1084, -0.0175, -0.0011]),
-}
-LATENT_RGB["sd2"] = LATENT_RGB["sd1"]
+log = logging.getLogger(__name__)
 
 FRAME_MAX_SIDE = 512  # ComfyUI's cap: frames are for watching, not keeping
 CHANNEL_MAX_SIDE = 128
 LAZY_MAX_SIDE = 128  # pictures up to this size are kept raw and encoded when first looked at
-TAESD_IDS = {"sd1": "madebyollin/taesd", "sd2": "madebyollin/taesd", "sdxl": "madebyollin/taesdxl"}
 
 
 class StepFrames:
@@ -86,9 +80,9 @@ class PreviewDecoder:
         self.mode = mode
         self.note = None
         self.taesd = None
-        weights, bias = LATENT_RGB[family]
-        self._weights = torch.tensor(weights, device=device, dtype=torch.float32)
-        self._bias = torch.tensor(bias, device=device, dtype=torch.float32)
+        facts = family_named(family)
+        self._weights = torch.tensor(facts.latent_rgb_factors, device=device, dtype=torch.float32)
+        self._bias = torch.tensor(facts.latent_rgb_bias, device=device, dtype=torch.float32)
         if mode == "taesd":
             try:
                 self.taesd = taesd_loader(family).to(device=device, dtype=dtype) if taesd_loader else None
@@ -131,33 +125,63 @@ class PreviewDecoder:
 
 class FrameSink:
     """The thread that finishes preview frames off the sampling path: waits for the device→CPU copy, makes PIL
-    images and JPEGs, and hands them to the job. `flush()` returns once every queued frame is delivered."""
+    images and JPEGs, and hands them to the job. `flush()` returns once every queued frame is delivered.
+    start() and stop() belong to the engine's lifecycle owner, so no frame thread outlives its engine."""
 
     def __init__(self):
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="preview-frames", daemon=True)
-        self._thread.start()
+        self._lock = threading.Lock()  # a frame is never queued behind the stop marker, where flush() would hang
+        self._stopped = False
+
+    def start(self) -> "FrameSink":
+        with self._lock:
+            if not self._stopped and not self._thread.is_alive():
+                self._thread.start()
+        return self
 
     def submit(self, step: int, total: int, tensors: tuple, ready, deliver: Callable) -> None:
-        self._queue.put((step, total, tensors, ready, deliver))
+        with self._lock:
+            if self._stopped:
+                return  # the engine is stopping: nobody is left to watch
+            self._queue.put((step, total, tensors, ready, deliver))
 
     def flush(self) -> None:
         self._queue.join()
 
+    def stop(self, timeout: float | None = None) -> None:
+        """Deliver the frames already queued, then end the thread and join it."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            if self._thread.is_alive():
+                self._queue.put(None)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+            return
+        while not self._queue.empty():  # never started: nothing will take these, and flush() must not hang
+            self._queue.get_nowait()
+            self._queue.task_done()
+
     def _loop(self) -> None:
-        while True:
-            step, total, tensors, ready, deliver = self._queue.get()
+        while (item := self._queue.get()) is not None:
             try:
-                if ready is not None:
-                    ready.synchronize()
-                # Copied out of the (pinned) transfer buffers, which go back to torch's cache.
-                x0, noisy, channels = (t.numpy().copy() for t in tensors)
-                x0_image = _upscaled(Image.fromarray(x0))
-                deliver(StepFrames(step, total, x0, noisy, channels), x0_image)
-            except Exception:  # a broken frame must never take the job down
-                log.exception("preview frame %s failed", step)
+                self._finish(*item)
             finally:
                 self._queue.task_done()
+        self._queue.task_done()
+
+    def _finish(self, step: int, total: int, tensors: tuple, ready, deliver: Callable) -> None:
+        try:
+            if ready is not None:
+                ready.synchronize()
+            # Copied out of the (pinned) transfer buffers, which go back to torch's cache.
+            x0, noisy, channels = (t.numpy().copy() for t in tensors)
+            x0_image = _upscaled(Image.fromarray(x0))
+            deliver(StepFrames(step, total, x0, noisy, channels), x0_image)
+        except Exception:  # a broken frame must never take the job down
+            log.exception("preview frame %s failed", step)
 
 
 def _upscaled(image: Image.Image, target: int = 256) -> Image.Image:
@@ -191,9 +215,10 @@ def load_taesd(family: str):
 
     from diffusers import AutoencoderTiny
 
+    taesd_id = family_named(family).taesd_id
     try:
-        return AutoencoderTiny.from_pretrained(TAESD_IDS[family], local_files_only=True)
+        return AutoencoderTiny.from_pretrained(taesd_id, local_files_only=True)
     except Exception:
         if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-            raise RuntimeError(f"{TAESD_IDS[family]} is not in the Hugging Face cache and HF_HUB_OFFLINE is set") from None
-        return AutoencoderTiny.from_pretrained(TAESD_IDS[family])
+            raise RuntimeError(f"{taesd_id} is not in the Hugging Face cache and HF_HUB_OFFLINE is set") from None
+        return AutoencoderTiny.from_pretrained(taesd_id)

@@ -43,12 +43,21 @@ def simple_blocks():
     return blocks
 
 
+def job_service(engine, users=None):
+    """The studio's job service over `engine`, under the model rule for these accounts (studio.web.auth.Users)."""
+    from studio.access import Access
+    from studio.service import JobService
+
+    return JobService(engine, Access(engine, users))
+
+
 class LiveServer:
-    def __init__(self, app, port: int):
+    def __init__(self, app, port: int, engine=None):
         import uvicorn
 
         self.app = app
         self.port = port
+        self.engine = engine  # the engine behind the app, for tests that look below the job service
         self.url = f"http://127.0.0.1:{port}"
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -84,8 +93,8 @@ def live_server(engine, users=USERS, admins=("root",), blocks=None, **options):
 
     accounts = Users(dict(users), admins) if users else None
     with tempfile.TemporaryDirectory(prefix="studio-state-") as state_dir:
-        app = create_app(blocks or simple_blocks(), engine, accounts, state_dir=Path(state_dir), **options)
-        server = LiveServer(app, free_port()).start()
+        app = create_app(blocks or simple_blocks(), job_service(engine, accounts), accounts, state_dir=Path(state_dir), **options)
+        server = LiveServer(app, free_port(), engine).start()
         try:
             yield server
         finally:

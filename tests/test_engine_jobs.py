@@ -85,3 +85,18 @@ def test_step_events_count_every_step_with_an_eta(engine):
     steps = [e for e in events if isinstance(e, Step)]
     assert steps and steps[-1].step == steps[-1].total == 10
     assert all(e.eta_seconds >= 0 for e in steps)
+
+
+def test_stop_joins_every_thread(tiny_settings):
+    """stop() ends the worker, the preview-frame thread and the saver: none outlives the engine."""
+    import threading
+
+    from studio.engine import Engine
+    from studio.outputs import OutputStore
+
+    before = set(threading.enumerate())
+    engine = Engine(tiny_settings, OutputStore(tiny_settings.outputs)).start()
+    assert isinstance(engine.generate(GenerationRequest("one", seed=1, steps=2, width=64, height=64)), Finished)
+    engine.stop()
+    left = [t.name for t in set(threading.enumerate()) - before if t.is_alive()]
+    assert not [name for name in left if name.startswith(("engine-worker", "preview-frames", "saver"))], left

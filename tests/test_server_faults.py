@@ -50,7 +50,7 @@ import sys
 sys.path[:0] = [{root!r}, {tests!r}]
 import argparse
 from pathlib import Path
-from server_support import simple_blocks
+from server_support import job_service, simple_blocks
 from studio.config import Settings
 from studio.engine import Engine
 from studio.outputs import OutputStore
@@ -61,7 +61,7 @@ args = parser.parse_args(sys.argv[1:])
 users = users_from_args(args)
 settings = Settings(model="tiny", outputs=Path({outputs!r}), cache_dir=Path({cache!r}), warmup=False, preview="off")
 engine = Engine(settings, OutputStore(settings.outputs)).start()
-serve(create_app(simple_blocks(), engine, users, state_dir=settings.cache_dir), args, users)
+serve(create_app(simple_blocks(), job_service(engine, users), users, state_dir=settings.cache_dir), args, users)
 """
 
 

@@ -55,14 +55,14 @@ def test_b_cannot_touch_a_job(server):
         day, name = relative.split("/")
         for attempt in (f"../ann/{relative}", f"{day}/../../ann/{relative}", f"%2e%2e/ann/{relative}", f"{day}/..%2F..%2Fann%2F{day}%2F{name}"):
             assert ben.get(f"/studio/files/{attempt}").status_code == 404, attempt
-        ben_day = server.state.engine.outputs.owner_root("ben") / day
+        ben_day = server.engine.outputs.owner_root("ben") / day
         ben_day.mkdir(parents=True, exist_ok=True)
         link = ben_day / "00999-1.png"
         if not link.exists():
-            os.symlink(server.state.engine.outputs.owner_root("ann") / relative, link)
+            os.symlink(server.engine.outputs.owner_root("ann") / relative, link)
         assert ben.get(f"/studio/files/{day}/00999-1.png").status_code == 404
         # ... nor through Gradio's file route
-        absolute = str(server.state.engine.outputs.owner_root("ann") / relative)
+        absolute = str(server.engine.outputs.owner_root("ann") / relative)
         assert ben.get(f"/gradio_api/file={absolute}").status_code == 404
         # history is per user
         assert any(item["file"] == relative for item in ann.get("/studio/api/history").json()["items"])
@@ -81,7 +81,7 @@ def test_b_interrupt_does_not_stop_a_but_a_can(server):
 
 
 def test_fair_order_queue_position_and_eta(server):
-    engine = server.state.engine
+    engine = server.engine
     order, stop = [], threading.Event()
     poller = record_start_order(engine, stop, order)
     with server.client("ann") as ann, server.client("ben") as ben:
@@ -103,7 +103,7 @@ def test_fair_order_queue_position_and_eta(server):
 
 
 def test_per_user_cap_has_a_clear_message(server):
-    queue = server.state.engine.queue
+    queue = server.engine.queue
     old, queue.max_per_owner = queue.max_per_owner, 2
     try:
         with server.client("ann") as ann:

@@ -12,6 +12,7 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 from PIL import Image
+from server_support import job_service
 
 from studio.animation import animation_bytes
 from studio.previews import encode_jpeg
@@ -48,7 +49,7 @@ def client(engine):
         request.state.user = request.headers.get("x-user", "local")
         return await call_next(request)
 
-    app.include_router(build_frames_router(engine))
+    app.include_router(build_frames_router(job_service(engine)))
     with TestClient(app) as test_client:
         yield test_client
 

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 from PIL import Image, ImageDraw
+from server_support import job_service
 
 from studio.contract import Finished, GenerationRequest
 from studio.ui import inpaint, png_info, step_previews
@@ -87,7 +88,7 @@ def test_step_previews_show_frames_through_the_studio_route(engine, monkeypatch)
     assert not any("/gradio_api/" in piece or "file=" in piece for piece in (main, channels, export))
     monkeypatch.setattr(step_previews, "PLAY_FPS", 1000)
     with gr.Blocks():  # Play is a handler of the built tab
-        play = step_previews.build(engine, gr.State(Session()))["animate"]
+        play = step_previews.build(gr.State(Session()))["animate"]
     played = list(play(session, step_previews.X0))  # (slider, main, channels, caption, export) per frame
     assert [p[3] for p in played] == [f"Step {i} of 5 · frame {i}/5" for i in range(1, 6)]
     assert f'src="{route}/frames/5/x0.jpg"' in played[-1][1]
@@ -101,7 +102,7 @@ def _updates(engine, session, request, take=None) -> list:
 
     async def run():
         out = []
-        stream = stream_job(Services(engine), session, "txt2img", request, None)
+        stream = stream_job(Services(job_service(engine)), session, "txt2img", request, None)
         async for update in stream:
             out.append(update)
             if take is not None and len(out) >= take:
@@ -117,10 +118,11 @@ def test_cancel_only_touches_this_sessions_job(engine):
     from studio.ui.streaming import Services
 
     async def run():
-        stream = stream_job(Services(engine), mine, "txt2img", GenerationRequest("long", steps=40, width=64, height=64), None)
+        service = job_service(engine)
+        stream = stream_job(Services(service), mine, "txt2img", GenerationRequest("long", steps=40, width=64, height=64), None)
         await stream.__anext__()  # submitted
-        assert "Nothing to cancel" in cancel_job(engine, theirs, "txt2img")
-        assert "Cancelling" in cancel_job(engine, mine, "txt2img")
+        assert "Nothing to cancel" in cancel_job(service, theirs, "txt2img")
+        assert "Cancelling" in cancel_job(service, mine, "txt2img")
         return [update async for update in stream]
 
     rest = asyncio.run(run())

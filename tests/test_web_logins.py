@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import pytest
 from argon2 import extract_parameters
-from server_support import USERS, LiveServer, free_port, simple_blocks
+from server_support import USERS, LiveServer, free_port, job_service, simple_blocks
 
 from studio.web.auth import (LoginLimiter, Users, hash_password, main as auth_main, parse_entries, pbkdf2_hash,
                              verify_password)
@@ -47,7 +47,7 @@ class Verifier:
 def studio(engine, users: Users, state_dir, **options):
     from studio.web.app import create_app
 
-    server = LiveServer(create_app(simple_blocks(), engine, users, state_dir=state_dir, **options), free_port()).start()
+    server = LiveServer(create_app(simple_blocks(), job_service(engine, users), users, state_dir=state_dir, **options), free_port()).start()
     try:
         yield server
     finally:

@@ -25,6 +25,7 @@ def free_port(candidates=range(7862, 7870)) -> int:
 def launch_studio(engine, users=None, admins=()):
     """The whole studio (UI, routes, rules) served in this process on a free port: yields the LiveServer."""
     from studio.access import Access
+    from studio.service import JobService
     from studio.ui import CSS, build_ui
     from studio.web.app import create_app
     from studio.web.auth import Users
@@ -34,11 +35,11 @@ def launch_studio(engine, users=None, admins=()):
 
     private_gradio_cache(engine.settings.cache_dir)
     accounts = Users(dict(users), admins) if users else None
-    access, files = Access(engine, accounts), GradioFiles()
-    blocks = build_ui(engine, access=access, files=files)
+    service, files = JobService(engine, Access(engine, accounts)), GradioFiles()
+    blocks = build_ui(service, files=files)
     with tempfile.TemporaryDirectory(prefix="studio-state-") as state_dir:
-        app = create_app(blocks, engine, accounts, access=access, files=files, state_dir=Path(state_dir), css=CSS)
-        server = LiveServer(app, free_port()).start()
+        app = create_app(blocks, service, accounts, files=files, state_dir=Path(state_dir), css=CSS)
+        server = LiveServer(app, free_port(), engine).start()
         try:
             yield server
         finally:

@@ -1,6 +1,7 @@
-"""The Gradio front end. Imports no torch: it talks to the engine through typed requests and job events.
+"""The Gradio front end. Imports no torch: it talks to the job service (studio.service) through typed requests and
+job events.
 
-    build_ui(engine, access=, files=) -> gr.Blocks   the whole studio (one module per tab, a shared streaming helper)
+    build_ui(job_service, files=) -> gr.Blocks   the whole studio (one module per tab, a shared streaming helper)
     CSS                                               its style sheet
 """
 
@@ -86,8 +87,8 @@ SHORTCUTS_JS = """
 SHORTCUTS_JS = SHORTCUTS_JS.replace("__CSS__", json.dumps(CSS))
 
 
-def footer_markdown(engine) -> str:
-    info = engine.info()
+def footer_markdown(job_service) -> str:
+    info = job_service.info()
     return (
         f"**Model** {html.escape(info.model)} · **Device** {html.escape(info.device)} · **dtype** {html.escape(info.dtype)} · "
         f"**Attention** {html.escape(info.attention)} ({html.escape(info.attention_reason)}) · **Preview** {html.escape(info.preview)}"
@@ -102,19 +103,19 @@ def user_markdown(request: Optional[gr.Request]) -> str:
     return f" · Logged in as **{html.escape(user)}** · <a href='/logout' id='studio-logout'>Log out</a>"
 
 
-def banner_update(engine):
-    notice = engine.info().notice
+def banner_update(job_service):
+    notice = job_service.info().notice
     return gr.Markdown(f"⚠️ {notice}" if notice else "", visible=bool(notice))
 
 
-def build_ui(engine, *, access=None, files=None) -> gr.Blocks:
-    """access: the model rule (studio.access.Access); files: what hands pictures to Gradio per user (the web side's
-    GradioFiles). Call private_gradio_cache() (studio.web.gradio_files) first: Gradio reads its cache folder per
-    component."""
-    services = Services(engine, access=access, files=files)
+def build_ui(job_service, *, files=None) -> gr.Blocks:
+    """job_service: studio.service.JobService (jobs, the model rule, engine facts); files: what hands pictures to
+    Gradio per user (the web side's GradioFiles). Call private_gradio_cache() (studio.web.gradio_files) first: Gradio
+    reads its cache folder per component."""
+    services = Services(job_service, files=files)
     with gr.Blocks(title="SD Studio") as blocks:
         session = gr.State(Session())
-        banner = gr.Markdown(**_banner_kwargs(engine), elem_classes=["studio-banner"], elem_id="studio-banner")
+        banner = gr.Markdown(**_banner_kwargs(job_service), elem_classes=["studio-banner"], elem_id="studio-banner")
         with gr.Tabs(elem_id="studio-tabs") as tabs:
             with gr.Tab("Text to image", id="txt2img", elem_id="tab-txt2img"):
                 t2i = txt2img.build(services, session)
@@ -123,25 +124,25 @@ def build_ui(engine, *, access=None, files=None) -> gr.Blocks:
             with gr.Tab("Inpainting", id="inpaint", elem_id="tab-inpaint"):
                 inp = inpaint.build(services, session)
             with gr.Tab("Step previews", id="steps", elem_id="tab-steps") as steps_tab:
-                steps = step_previews.build(engine, session)
+                steps = step_previews.build(session)
             with gr.Tab("PNG info", id="pnginfo", elem_id="tab-pnginfo"):
-                info = png_info.build(engine)
-        footer = gr.Markdown(footer_markdown(engine), elem_classes=["studio-footer"], elem_id="studio-footer")
+                info = png_info.build()
+        footer = gr.Markdown(footer_markdown(job_service), elem_classes=["studio-footer"], elem_id="studio-footer")
 
         for panel in (t2i, i2i, inp):
             _wire_sends(services, panel, tabs, i2i, inp, session, TELLING)
         _wire_png_info(info, t2i, tabs, TELLING)
         steps_tab.select(steps["show_last"], [session, steps["view"]], [steps["slider"]] + steps["pictures"], **SILENT)
         def on_load(request: gr.Request):
-            return footer_markdown(engine) + user_markdown(request), banner_update(engine)
+            return footer_markdown(job_service) + user_markdown(request), banner_update(job_service)
 
         blocks.load(on_load, None, [footer, banner], **SILENT)
         blocks.load(None, None, None, js=SHORTCUTS_JS, **SILENT)
     return blocks
 
 
-def _banner_kwargs(engine) -> dict:
-    notice = engine.info().notice
+def _banner_kwargs(job_service) -> dict:
+    notice = job_service.info().notice
     return dict(value=f"⚠️ {notice}" if notice else "", visible=bool(notice))
 
 

@@ -21,7 +21,7 @@ def build(services: Services, session: gr.State) -> Panel:
         denoising_strength = gr.Slider(0.01, 1.0, value=0.75, step=0.01, label="Denoising strength", elem_id=f"{TAB}-denoising")
         return dict(init_image=init_image, denoising_strength=denoising_strength)
 
-    panel = build_panel(services.engine, TAB, session, size_label="0 = the input image's size; otherwise 64 or more", inputs_block=inputs)
+    panel = build_panel(services.job_service, TAB, session, size_label="0 = the input image's size; otherwise 64 or more", inputs_block=inputs)
 
     async def img2img(prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count, model,
                 init_image, denoising_strength, state: Session, request: gr.Request):

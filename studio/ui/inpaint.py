@@ -81,7 +81,7 @@ def build(services: Services, session: gr.State) -> Panel:
         return dict(editor=editor, clear_mask=clear_mask, inpainting_mask_invert=invert, mask_blur=mask_blur, denoising_strength=denoising_strength,
                     api_init=api_init, api_mask=api_mask, api_trigger=api_trigger)
 
-    panel = build_panel(services.engine, TAB, session, size_label="0 = the input image's size; otherwise 64 or more", inputs_block=inputs)
+    panel = build_panel(services.job_service, TAB, session, size_label="0 = the input image's size; otherwise 64 or more", inputs_block=inputs)
 
     async def run(fields: tuple, init_image, mask, denoising_strength, mask_blur, inpainting_mask_invert, state: Session,
                   request: gr.Request):

@@ -91,10 +91,12 @@ def snap_size(value: Any) -> Any:
     return value
 
 
-def build_panel(engine, tab: str, session: gr.State, size_label: str, inputs_block: Optional[Callable[[], dict]] = None) -> Panel:
-    info = engine.info()
-    counter = counter_for(str(getattr(engine.settings, "cache_dir", "") or ""))
-    models = engine.available_models() or [info.model]
+def build_panel(job_service, tab: str, session: gr.State, size_label: str, inputs_block: Optional[Callable[[], dict]] = None) -> Panel:
+    """job_service: studio.service.JobService (the engine's facts, the models offered, limits; Cancel)."""
+    info = job_service.info()
+    settings = job_service.settings
+    counter = counter_for(str(getattr(settings, "cache_dir", "") or ""))
+    models = job_service.models() or [info.model]
     if info.model and info.model not in models:
         models.insert(0, info.model)
     with gr.Row(equal_height=False):
@@ -106,10 +108,10 @@ def build_panel(engine, tab: str, session: gr.State, size_label: str, inputs_blo
             extra = inputs_block() if inputs_block else {}
             with gr.Row():
                 sampler_name = gr.Dropdown(sampler_names(), value=DEFAULT_SAMPLER, label="Sampler", allow_custom_value=True, elem_id=f"{tab}-sampler")
-                steps = gr.Slider(1, engine.settings.max_steps, value=20, step=1, label="Steps", elem_id=f"{tab}-steps")
+                steps = gr.Slider(1, settings.max_steps, value=20, step=1, label="Steps", elem_id=f"{tab}-steps")
             with gr.Row():
-                width = gr.Slider(0, engine.settings.max_size, value=0, step=8, label="Width", info=size_label, elem_id=f"{tab}-width")
-                height = gr.Slider(0, engine.settings.max_size, value=0, step=8, label="Height", info=size_label, elem_id=f"{tab}-height")
+                width = gr.Slider(0, settings.max_size, value=0, step=8, label="Width", info=size_label, elem_id=f"{tab}-width")
+                height = gr.Slider(0, settings.max_size, value=0, step=8, label="Height", info=size_label, elem_id=f"{tab}-height")
             with gr.Row():
                 cfg_scale = gr.Slider(0, 30, value=7.0, step=0.5, label="CFG scale", elem_id=f"{tab}-cfg")
                 with gr.Row():
@@ -117,8 +119,8 @@ def build_panel(engine, tab: str, session: gr.State, size_label: str, inputs_blo
                     dice = gr.Button(DICE, size="sm", min_width=40, elem_id=f"{tab}-dice")
                     recycle = gr.Button(RECYCLE, size="sm", min_width=40, elem_id=f"{tab}-recycle")
             with gr.Row():
-                batch_size = gr.Slider(1, engine.settings.max_batch, value=1, step=1, label="Batch size", elem_id=f"{tab}-batch-size")
-                batch_count = gr.Slider(1, min(100, engine.settings.max_batch_count), value=1, step=1, label="Batch count", elem_id=f"{tab}-batch-count")
+                batch_size = gr.Slider(1, settings.max_batch, value=1, step=1, label="Batch size", elem_id=f"{tab}-batch-size")
+                batch_count = gr.Slider(1, min(100, settings.max_batch_count), value=1, step=1, label="Batch count", elem_id=f"{tab}-batch-count")
             model = gr.Dropdown(models, value=info.model or None, label="Model", allow_custom_value=True, elem_id=f"{tab}-model")
         with gr.Column(scale=4, min_width=320):
             with gr.Row():
@@ -141,11 +143,11 @@ def build_panel(engine, tab: str, session: gr.State, size_label: str, inputs_blo
     panel = Panel(tab, prompt, negative_prompt, prompt_tokens, negative_tokens, sampler_name, steps, cfg_scale, width, height,
                   seed, dice, recycle, batch_size, batch_count, model, generate, cancel, preview, progress, gallery, infotext,
                   downloads, reuse_seed, to_img2img, to_inpaint, extra)
-    _wire_local(engine, panel, session, counter)
+    _wire_local(job_service, panel, session, counter)
     return panel
 
 
-def _wire_local(engine, p: Panel, session: gr.State, counter) -> None:
+def _wire_local(job_service, p: Panel, session: gr.State, counter) -> None:
     hidden = SILENT
     p.prompt.change(lambda text: token_counter_html(counter, text), p.prompt, p.prompt_tokens, trigger_mode="always_last", **hidden)
     p.negative_prompt.change(lambda text: token_counter_html(counter, text), p.negative_prompt, p.negative_tokens, trigger_mode="always_last", **hidden)
@@ -179,7 +181,7 @@ def _wire_local(engine, p: Panel, session: gr.State, counter) -> None:
         return image.seed
 
     p.reuse_seed.click(reuse, session, p.seed, **TELLING)
-    p.cancel.click(lambda s: cancel_job(engine, s, p.tab), session, p.progress, **hidden)
+    p.cancel.click(lambda s: cancel_job(job_service, s, p.tab), session, p.progress, **hidden)
 
 
 def generate_listener(p: Panel, fn, inputs: list, api_name: str, trigger=None, **kwargs):

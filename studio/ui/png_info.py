@@ -47,7 +47,7 @@ def to_fields(params: dict) -> dict[str, Any]:
     return out
 
 
-def build(engine) -> dict:
+def build() -> dict:
     with gr.Row():
         with gr.Column():
             image = gr.Image(label="Drop a PNG here", type="filepath", image_mode=None, sources=["upload", "clipboard"],

@@ -91,7 +91,7 @@ def frame_view(session: Optional[Session], index, view: str) -> tuple[str, str, 
     return main_html(job_id, i, view), channels_html(job_id, i), caption, export_html(job_id, view)
 
 
-def build(engine, session: gr.State) -> dict:
+def build(session: gr.State) -> dict:
     gr.Markdown("The last job started from this browser tab, one frame per sampling step (the first image of its first batch).")
     with gr.Row():
         load = gr.Button("Show my last job", variant="primary", elem_id="steps-load")

@@ -15,7 +15,7 @@ from typing import Any, AsyncIterator, Optional
 import gradio as gr
 
 from studio.jobs import Job
-from studio.links import job_stream_url, result_url
+from studio.links import job_stream_url
 from studio.contract import (LOCAL_USER, Cancelled, Failed, Finished, GenerationRequest, Preview, Queued, QueueFullError,
                              RequestError, SavedImage, Started, Step)
 
@@ -125,12 +125,12 @@ def downloads_html(links: list[tuple[str, str]]) -> str:
 
 
 class Services:
-    """What the UI works with, injected by the composition root: the engine, the model rule, and the place that
-    hands pictures to Gradio for one user (so Gradio's file route will serve them to that user only)."""
+    """What the UI works with, injected by the composition root: the job service (jobs, the model rule, engine facts)
+    and the place that hands pictures to Gradio for one user (so Gradio's file route will serve them to that user
+    only)."""
 
-    def __init__(self, engine, access=None, files=None):
-        self.engine = engine
-        self.access = access  # studio.access.Access: may this user name this model? (None: the engine's own rule)
+    def __init__(self, job_service, files=None):
+        self.job_service = job_service  # studio.service.JobService
         self.files = files  # studio.web.gradio_files.GradioFiles (duck-typed: the UI imports nothing of the web side)
 
     def hand_over(self, request: Optional[gr.Request], picture) -> Any:
@@ -147,10 +147,7 @@ class Services:
         return self.files.store(owner, buffer.getvalue(), "image", "png")
 
     def submit(self, request: GenerationRequest, gr_request: Optional[gr.Request]) -> Job:
-        owner = owner_of(gr_request)
-        if self.access is not None:
-            return self.access.submit(request, owner, client_host(gr_request))
-        return self.engine.submit(request, owner=owner)
+        return self.job_service.submit(request, owner_of(gr_request), client_host(gr_request))
 
 
 async def stream_job(generation: Services, session: Session, tab: str, request: GenerationRequest,
@@ -170,7 +167,7 @@ async def stream_job(generation: Services, session: Session, tab: str, request: 
     except Exception:  # never a stack trace in the browser
         log.exception("submit failed")
         raise gr.Error("Could not start the job; the server log says why.", print_exception=False) from None
-    engine = generation.engine
+    service = generation.job_service
     session.jobs[tab] = job
     session.last_job = job
     skip = gr.skip()
@@ -197,7 +194,7 @@ async def stream_job(generation: Services, session: Session, tab: str, request: 
                 session.results[tab] = list(event.images)
                 session.selected[tab] = 0
                 origin = public_origin(gr_request)
-                urls = [origin + result_url(engine.outputs, job.owner, image.path) for image in event.images]
+                urls = [origin + service.result_url(job.owner, image.path) for image in event.images]
                 gallery = [(url, f"seed {image.seed}") for url, image in zip(urls, event.images)]
                 infotext = event.images[0].infotext if event.images else ""
                 note = " (finished early)" if event.skipped else ""
@@ -213,15 +210,15 @@ async def stream_job(generation: Services, session: Session, tab: str, request: 
     finally:
         job.unwatch(channel)
         if not job.done:  # the browser went away or the handler was stopped: free the engine
-            engine.cancel(job)
+            service.cancel(job.owner, job)
         if session.jobs.get(tab) is job:
             del session.jobs[tab]
 
 
-def cancel_job(engine, session: Optional[Session], tab: str) -> Any:
+def cancel_job(job_service, session: Optional[Session], tab: str) -> Any:
     """Cancel this session's job on this tab (the Cancel button: queue=False, so it never waits)."""
     job = session.jobs.get(tab) if session is not None else None
     if job is None or job.done:
         return progress_html("Nothing to cancel")
-    engine.cancel(job)
+    job_service.cancel(job.owner, job)
     return progress_html("Cancelling…", "cancelled")

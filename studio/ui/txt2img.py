@@ -30,7 +30,7 @@ def common_fields(prompt, negative_prompt, sampler_name, steps, cfg_scale, width
 
 
 def build(services: Services, session: gr.State) -> Panel:
-    panel = build_panel(services.engine, TAB, session, size_label="0 = the model's default size; otherwise 64 or more")
+    panel = build_panel(services.job_service, TAB, session, size_label="0 = the model's default size; otherwise 64 or more")
 
     async def txt2img(prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count, model,
                 state: Session, request: gr.Request):

@@ -22,12 +22,13 @@ from fastapi.concurrency import run_in_threadpool
 from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict
 
+from ..access import ModelRefused
 from ..jobs import Job
 from ..metadata import parse_infotext, read_infotext
 from ..contract import Cancelled, Failed, Finished, GenerationRequest, QueueFullError, RequestError
 from ..samplers import DEFAULT_SAMPLER, sampler_aliases, sampler_names
 from ..validation import decode_image
-from .state import ModelChoiceError, ServerState
+from .state import ServerState
 
 SCHEDULERS = (("automatic", "Automatic"), ("karras", "Karras"))
 DISCONNECT_POLL_SECONDS = 0.05  # how often a waiting txt2img/img2img looks for its job's end or its client's leaving
@@ -170,7 +171,7 @@ def _refuse_unsupported(body: Txt2ImgBody) -> None:
 class Api:
     def __init__(self, state: ServerState):
         self.state = state
-        self.engine = state.engine
+        self.service = state.service
 
     # ---- building a request
 
@@ -180,11 +181,11 @@ class Api:
             return self.state.model_for(user)
         if not isinstance(wanted, str):
             raise RequestError("override_settings.sd_model_checkpoint must be a model name.")
-        return self.state.access.model_for_request(user, client_host(request), wanted)
+        return self.service.model_for_request(user, client_host(request), wanted)
 
     def build_request(self, request: Request, user: str, body: Txt2ImgBody, img2img: bool) -> GenerationRequest:
         _refuse_unsupported(body)
-        settings = self.engine.settings
+        settings = self.service.settings
         arguments = dict(
             prompt=body.prompt,
             negative_prompt=body.negative_prompt,
@@ -220,7 +221,7 @@ class Api:
         user = request.state.user
         try:
             gen = await run_in_threadpool(self.build_request, request, user, body, img2img)
-            job = await run_in_threadpool(self.state.submit, gen, user, client_host(request))
+            job = await run_in_threadpool(self.service.submit, gen, user, client_host(request))
         except QueueFullError as exc:
             raise bad_request(str(exc), 429) from None
         except RequestError as exc:
@@ -248,11 +249,11 @@ class Api:
         try:
             while not job.done:
                 if await request.is_disconnected():
-                    self.engine.cancel(job)
+                    self.service.cancel(job.owner, job)
                     return False
                 await asyncio.sleep(DISCONNECT_POLL_SECONDS)
         except asyncio.CancelledError:  # the server is cancelling this handler: the job must not run for nobody
-            self.engine.cancel(job)
+            self.service.cancel(job.owner, job)
             raise
         return True
 
@@ -297,8 +298,8 @@ class Api:
     # ---- progress
 
     def progress(self, user: str, with_image: bool = True) -> dict:
-        job = self.state.current_job(user)
-        active = self.state.active_jobs(user)
+        job = self.service.current_job(user)
+        active = self.service.active_jobs(user)
         state = {
             "skipped": False,
             "interrupted": False,
@@ -328,9 +329,9 @@ class Api:
             reply["textinfo"] = {"finished": "Done.", "cancelled": "Interrupted.", "failed": "Failed: " + getattr(job.result, "message", "")}.get(job.status)
             return reply
         if job.status == "queued":
-            position = self.state.position(job) or 0
+            position = self.service.position(job) or 0
             reply["queue_position"] = position
-            reply["eta_relative"] = round(self.state.eta_seconds(job), 2)
+            reply["eta_relative"] = round(self.service.eta_seconds(job), 2)
             reply["textinfo"] = f"In queue: {position} job(s) ahead, about {reply['eta_relative']:.0f} s to go."
             return reply
         step = job.last_step
@@ -346,13 +347,13 @@ class Api:
         return reply
 
     def running_job(self, user: str) -> Optional[Job]:
-        active = self.state.active_jobs(user)
+        active = self.service.active_jobs(user)
         return active[0] if active and active[0].status == "running" else None
 
 
 def build_router(state: ServerState) -> APIRouter:
     api = Api(state)
-    engine = state.engine
+    service = state.service
     router = APIRouter()
 
     @router.post("/sdapi/v1/txt2img")
@@ -366,7 +367,7 @@ def build_router(state: ServerState) -> APIRouter:
     @router.post("/sdapi/v1/png-info")
     def png_info(body: PngInfoBody):
         try:
-            image = decode_base64_image(body.image, "image", engine.settings)
+            image = decode_base64_image(body.image, "image", service.settings)
         except RequestError as exc:
             raise bad_request(str(exc)) from None
         text = read_infotext(image) or ""
@@ -379,16 +380,14 @@ def build_router(state: ServerState) -> APIRouter:
 
     @router.post("/sdapi/v1/interrupt")
     def interrupt(request: Request):
-        job = api.running_job(request.state.user)
-        if job is not None:
-            engine.cancel(job)
+        user = request.state.user
+        job = service.cancel(user, api.running_job(user))
         return {"interrupted": job.id if job else None}
 
     @router.post("/sdapi/v1/skip")
     def skip(request: Request):
-        job = api.running_job(request.state.user)
-        if job is not None:
-            job.skip()
+        user = request.state.user
+        job = service.skip(user, api.running_job(user))
         return {"skipped": job.id if job else None}
 
     @router.get("/sdapi/v1/samplers")
@@ -401,8 +400,7 @@ def build_router(state: ServerState) -> APIRouter:
 
     @router.get("/sdapi/v1/sd-models")
     def sd_models():
-        loaded = dict(getattr(engine.models, "_loaded", {}))  # read only: hashes of the loaded models
-        hashes = {name: getattr(model, "model_hash", None) for name, model in loaded.items()}
+        hashes = service.model_hashes()
         return [
             {
                 "title": name,
@@ -412,12 +410,12 @@ def build_router(state: ServerState) -> APIRouter:
                 "filename": name,
                 "config": None,
             }
-            for name in engine.available_models()
+            for name in service.available_models()
         ]
 
     @router.post("/sdapi/v1/refresh-checkpoints")
     def refresh_checkpoints():
-        return {"models": engine.available_models()}
+        return {"models": service.available_models()}
 
     @router.get("/sdapi/v1/options")
     def get_options(request: Request):
@@ -427,8 +425,8 @@ def build_router(state: ServerState) -> APIRouter:
             samples_format="png",
             CLIP_stop_at_last_layers=1,
             sd_vae="Automatic",
-            live_previews_enable=engine.settings.preview != "off",
-            show_progress_every_n_steps=engine.settings.preview_interval(),
+            live_previews_enable=service.settings.preview != "off",
+            show_progress_every_n_steps=service.settings.preview_interval(),
         )
         return options
 
@@ -448,8 +446,8 @@ def build_router(state: ServerState) -> APIRouter:
             if not isinstance(model, str):
                 raise bad_request("sd_model_checkpoint must be a model name.")
             try:
-                state.set_model(user, state.resolve_model_choice(model, admin))
-            except ModelChoiceError as exc:
+                state.set_model(user, service.resolve_model(model, admin))
+            except ModelRefused as exc:
                 raise bad_request(str(exc)) from None
         state.server_options.update(json_safe(values))
         return {}
@@ -463,7 +461,7 @@ def build_router(state: ServerState) -> APIRouter:
 
         vm = psutil.virtual_memory()
         rss = psutil.Process(os.getpid()).memory_info().rss
-        info = engine.info()
+        info = service.info()
         return {
             "ram": {"free": vm.available, "used": vm.total - vm.available, "total": vm.total, "process_rss": rss},
             "cuda": {"error": f"the engine runs on {info.device}"} if not info.device.startswith("cuda") else {"device": info.device},

@@ -36,7 +36,7 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--tls-certfile", type=Path, default=None, help="... and this certificate")
 
 
-def create_app(blocks, engine, users: Optional[Users] = None, *, access=None, files: Optional[GradioFiles] = None,
+def create_app(blocks, service, users: Optional[Users] = None, *, files: Optional[GradioFiles] = None,
                secure_cookies: bool = False, state_dir: Optional[Path] = None, css: Optional[str] = None,
                max_body: int = MAX_BODY_BYTES):
     """The whole server as one ASGI app (what serve() runs and the tests drive), outermost first:
@@ -44,8 +44,9 @@ def create_app(blocks, engine, users: Optional[Users] = None, *, access=None, fi
         BodyLimit (size, while streaming) → LoginWall (who is asking; cross-site; rate limits) →
         GradioGate (the studio's rules for Gradio's routes) → FastAPI: /login, /sdapi/v1, /studio, Gradio at /
 
-    access: the model rule the UI was built with (studio.access.Access); files: the UI's GradioFiles;
-    state_dir: where sessions persist (the studio's cache folder). The FastAPI app is `.fastapi` of the result."""
+    service: the studio.service.JobService the UI was built with (jobs, and the model rule for `users`); files: the
+    UI's GradioFiles; state_dir: where sessions persist (the studio's cache folder). The FastAPI app is `.fastapi` of
+    the result."""
     import gradio as gr
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
@@ -58,7 +59,7 @@ def create_app(blocks, engine, users: Optional[Users] = None, *, access=None, fi
     from .streams import build_stream_router
     from .studio_routes import build_studio_router
 
-    state = ServerState(engine, users, access)
+    state = ServerState(service)
     state.history.clean_partials()
     files = files or GradioFiles()
     app = FastAPI(title="SD Studio", version="1", docs_url="/docs", redoc_url=None)
@@ -74,8 +75,8 @@ def create_app(blocks, engine, users: Optional[Users] = None, *, access=None, fi
 
     app.include_router(build_router(state))
     app.include_router(build_studio_router(state))
-    app.include_router(build_stream_router(engine))
-    app.include_router(build_frames_router(engine))
+    app.include_router(build_stream_router(service))
+    app.include_router(build_frames_router(service))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -107,7 +108,7 @@ def create_app(blocks, engine, users: Optional[Users] = None, *, access=None, fi
         footer_links=["api", "gradio", "settings"],
         run_history=False,  # Gradio's run history would keep users' runs outside the studio's rules
     )
-    gate = GradioGate(app, files, engine.settings, is_admin=state.is_admin)
+    gate = GradioGate(app, files, service.settings, is_admin=state.is_admin)
     wall = LoginWall(gate, users, secure_cookies=secure_cookies, state_dir=state_dir)
     outer = BodyLimit(wall, max_body)
     outer.fastapi = app

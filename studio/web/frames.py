@@ -22,7 +22,8 @@ def frame_jpeg(frame, kind: str) -> bytes:
     return frame.channels[int(kind[1]) - 1]
 
 
-def build_frames_router(engine) -> APIRouter:
+def build_frames_router(service) -> APIRouter:
+    """service: studio.service.JobService."""
     router = APIRouter()
 
     @router.get("/studio/api/jobs/{job_id}/frames")
@@ -57,7 +58,7 @@ def build_frames_router(engine) -> APIRouter:
                         headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "private, no-store"})
 
     def _own_job(job_id: str, request: Request) -> Job:
-        job = engine.jobs.get(request.state.user, job_id)
+        job = service.job(request.state.user, job_id)
         if job is None:
             raise HTTPException(404, "No such job among yours.")
         return job

@@ -12,7 +12,6 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
 
 from ..contract import Cancelled, Failed, Finished, Preview, Queued, Started, Step
-from ..links import result_url
 
 KEEPALIVE_S = 15.0
 
@@ -31,14 +30,15 @@ def _jpeg(event: Preview) -> bytes:
     return buffer.getvalue()
 
 
-def build_stream_router(engine) -> APIRouter:
+def build_stream_router(service) -> APIRouter:
+    """service: studio.service.JobService."""
     router = APIRouter()
 
     @router.get("/studio/api/jobs/{job_id}/stream")
     async def stream(job_id: str, request: Request):
         """text/event-stream: events queued, started, step, preview (a data: URL), finished, failed, cancelled."""
         user = request.state.user
-        job = engine.jobs.get(user, job_id)
+        job = service.job(user, job_id)
         if job is None:
             raise HTTPException(404, "No such job among yours.")
         channel = job.watch()
@@ -52,7 +52,7 @@ def build_stream_router(engine) -> APIRouter:
                         continue
                     # Inline: a live frame is a tiny JPEG encoded once (a decoded one was encoded by the frame
                     # thread); a thread hop per event would cost the sampler more than the encoding.
-                    yield _encode(engine, job, event)
+                    yield _encode(service, job, event)
                     if isinstance(event, (Finished, Failed, Cancelled)):
                         return
             finally:
@@ -64,7 +64,7 @@ def build_stream_router(engine) -> APIRouter:
     return router
 
 
-def _encode(engine, job, event) -> bytes:
+def _encode(service, job, event) -> bytes:
     """One event as SSE bytes."""
     if isinstance(event, Preview):
         image = "data:image/jpeg;base64," + base64.b64encode(_jpeg(event)).decode("ascii")
@@ -76,7 +76,7 @@ def _encode(engine, job, event) -> bytes:
     if isinstance(event, Started):
         return sse("started", {"model": event.model, "seeds": list(event.seeds), "notes": list(event.notes)})
     if isinstance(event, Finished):
-        images = [{"url": result_url(engine.outputs, job.owner, image.path), "seed": image.seed,
+        images = [{"url": service.result_url(job.owner, image.path), "seed": image.seed,
                    "name": os.path.basename(image.path)} for image in event.images]
         return sse("finished", {"images": images, "skipped": event.skipped})
     if isinstance(event, Failed):

@@ -8,9 +8,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
-from ..history import safe_output_file
 from ..jobs import Job
-from ..links import result_relative
 from ..contract import QueueFullError, RequestError
 from .a1111 import Api, Txt2ImgBody, bad_request, client_host, encode_image
 from .state import ServerState
@@ -18,7 +16,7 @@ from .state import ServerState
 
 def build_studio_router(state: ServerState) -> APIRouter:
     api = Api(state)
-    engine = state.engine
+    service = state.service
     router = APIRouter()
 
     @router.get("/studio/api/history")
@@ -36,7 +34,7 @@ def build_studio_router(state: ServerState) -> APIRouter:
 
     @router.get("/studio/files/{relative:path}")
     def output_file(relative: str, request: Request):
-        path = safe_output_file(engine.outputs, request.state.user, relative)
+        path = service.output_file(request.state.user, relative)
         if path is None:
             raise HTTPException(404, "No such image among your outputs.")
         return FileResponse(path, media_type="image/png")
@@ -46,10 +44,10 @@ def build_studio_router(state: ServerState) -> APIRouter:
         user = request.state.user
         return {
             "jobs": [
-                {"id": job.id, "status": job.status, "position": state.position(job), "eta": round(state.eta_seconds(job), 2)}
-                for job in state.active_jobs(user)
+                {"id": job.id, "status": job.status, "position": service.position(job), "eta": round(service.eta_seconds(job), 2)}
+                for job in service.active_jobs(user)
             ],
-            "max_queue_per_user": engine.settings.max_queue_per_user,
+            "max_queue_per_user": service.settings.max_queue_per_user,
         }
 
     @router.get("/studio/api/jobs/{job_id}")
@@ -59,12 +57,12 @@ def build_studio_router(state: ServerState) -> APIRouter:
         return {
             "id": job.id,
             "status": job.status,
-            "position": state.position(job),
-            "eta": round(state.eta_seconds(job), 2),
+            "position": service.position(job),
+            "eta": round(service.eta_seconds(job), 2),
             "step": job.last_step.step if job.last_step else 0,
             "total": job.last_step.total if job.last_step else 0,
             "message": getattr(result, "message", None),
-            "files": [result_relative(engine.outputs, job.owner, i.path) for i in getattr(result, "images", [])],
+            "files": [service.result_relative(job.owner, i.path) for i in getattr(result, "images", [])],
         }
 
     @router.get("/studio/api/jobs/{job_id}/preview")
@@ -75,12 +73,12 @@ def build_studio_router(state: ServerState) -> APIRouter:
 
     @router.post("/studio/api/jobs/{job_id}/cancel")
     def job_cancel(job_id: str, request: Request):
-        engine.cancel(_own_job(job_id, request))
+        service.cancel(request.state.user, _own_job(job_id, request))
         return {"cancelled": job_id}
 
     @router.post("/studio/api/jobs/{job_id}/skip")
     def job_skip(job_id: str, request: Request):
-        _own_job(job_id, request).skip()
+        service.skip(request.state.user, _own_job(job_id, request))
         return {"skipped": job_id}
 
     @router.post("/studio/api/jobs")
@@ -89,15 +87,15 @@ def build_studio_router(state: ServerState) -> APIRouter:
         user = request.state.user
         try:
             gen = await run_in_threadpool(api.build_request, request, user, body, False)
-            job = await run_in_threadpool(state.submit, gen, user, client_host(request))
+            job = await run_in_threadpool(service.submit, gen, user, client_host(request))
         except QueueFullError as exc:
             raise bad_request(str(exc), 429) from None
         except RequestError as exc:
             raise bad_request(str(exc)) from None
-        return {"id": job.id, "position": state.position(job)}
+        return {"id": job.id, "position": service.position(job)}
 
     def _own_job(job_id: str, request: Request) -> Job:
-        job = state.job(request.state.user, job_id)
+        job = service.job(request.state.user, job_id)
         if job is None:
             raise HTTPException(404, "No such job among yours.")
         return job

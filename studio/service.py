@@ -1,0 +1,188 @@
+"""The job service: the one interface every front end (the UI, the HTTP APIs, the CLI, the benchmarks) uses for
+jobs — submit, cancel, skip, find and list a user's jobs, their queue position and ETA — and for what the engine
+offers (its info, the model list, model hashes, where results are). Plain Python: no torch, no web framework.
+
+Why one place: every front end then applies the same rules (Access's model rule, a job is found and touched only by
+its owner), and none depends on how the engine keeps its queue, its running jobs or its models."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from pathlib import Path
+from typing import Optional, Union
+
+from .access import Access
+from .contract import GenerationRequest
+from .history import safe_output_file
+from .jobs import RECENT_JOBS_PER_OWNER, Job
+from .links import result_relative, result_url
+
+
+class OperatorLogins:
+    """The operator at their own shell (the CLI, the benchmarks): every caller is an admin, so any model — a path,
+    a hub id — may be named, as the operator could load it anyway."""
+
+    def is_admin(self, user: str) -> bool:
+        return True
+
+
+class JobService:
+    """Jobs and engine facts for front ends, each call on behalf of one user.
+
+    engine: a started studio.engine.Engine (only its public names are used); access: the server's model rule."""
+
+    def __init__(self, engine, access: Access):
+        self.engine = engine
+        self.access = access
+        self._lock = threading.Lock()
+        self._recent: dict[str, deque] = {}  # user -> their jobs submitted here, newest last (for jobs())
+
+    @classmethod
+    def for_operator(cls, engine) -> "JobService":
+        """For the CLI and the benchmarks: the operator may name any model."""
+        return cls(engine, Access(engine, OperatorLogins()))
+
+    # ---- who may do what (Access's rule, so front ends need only the service)
+
+    def is_admin(self, user: str, client_host: Optional[str] = None) -> bool:
+        return self.access.is_admin(user, client_host)
+
+    def resolve_model(self, wanted: str, admin: bool) -> str:
+        """The model `wanted` names for this caller (Access.resolve_model). Raises ModelRefused."""
+        return self.access.resolve_model(wanted, admin)
+
+    def model_for_request(self, user: str, client_host: Optional[str], wanted: Optional[str]) -> Optional[str]:
+        """What a request's model should be for this caller (Access.model_for_request). Raises ModelRefused."""
+        return self.access.model_for_request(user, client_host, wanted)
+
+    # ---- jobs
+
+    def submit(self, request: GenerationRequest, user: str, client_host: Optional[str] = None) -> Job:
+        """Queue a request for `user` under the model rule. Raises RequestError (ModelRefused, QueueFullError, ...)."""
+        job = self.access.submit(request, user, client_host)
+        with self._lock:
+            self._recent.setdefault(user, deque(maxlen=RECENT_JOBS_PER_OWNER)).append(job)
+        return job
+
+    def generate(self, request: GenerationRequest, user: str, client_host: Optional[str] = None):
+        """Submit and wait: the terminal event (Finished, Failed or Cancelled). For callers without a UI."""
+        return self.submit(request, user, client_host).wait()
+
+    def job(self, user: str, job_id: str) -> Optional[Job]:
+        """The user's job with this id, or None (also when it is someone else's)."""
+        job = self.engine.jobs.get(user, job_id)
+        return job if job is not None and job.owner == user else None
+
+    def cancel(self, user: str, job: Union[Job, str, None]) -> Optional[Job]:
+        """Cancel the user's job (the Job or its id): a queued job never starts, a running one stops within a step.
+        Someone else's job (or None) is left alone. Returns the job cancelled, or None."""
+        own = self._own(user, job)
+        if own is not None:
+            self.engine.cancel(own)
+        return own
+
+    def skip(self, user: str, job: Union[Job, str, None]) -> Optional[Job]:
+        """Finish the user's job early (A1111's skip). Someone else's job is left alone. Returns it, or None."""
+        own = self._own(user, job)
+        if own is not None:
+            own.skip()
+        return own
+
+    def active_jobs(self, user: str) -> list[Job]:
+        """The user's running job (if any) then their queued jobs, in queue order, UI and API alike."""
+        jobs = [job for job in self.engine.running_jobs if job.owner == user and not job.done]
+        jobs.extend(job for job in self.engine.queue.snapshot() if job.owner == user)
+        return jobs
+
+    def jobs(self, user: str) -> list[Job]:
+        """The user's active jobs, then the others they submitted through this service, newest first: only those the
+        engine still keeps, so each is found by job(). (The engine's registry lists no owner's jobs publicly.)"""
+        active = self.active_jobs(user)
+        with self._lock:
+            recent = list(self._recent.get(user, ()))
+        return active + [job for job in reversed(recent) if job not in active and self.job(user, job.id) is job]
+
+    def current_job(self, user: str) -> Optional[Job]:
+        """What a progress poll reports: the user's first active job, else their latest."""
+        active = self.active_jobs(user)
+        if active:
+            return active[0]
+        return self.engine.jobs.latest(user)
+
+    def position(self, job: Job) -> Optional[int]:
+        """How many jobs start before this one (None when it is not queued)."""
+        return self.engine.queue.position(job)
+
+    def eta_seconds(self, job: Job) -> float:
+        """Seconds until `job` finishes: the running job's remaining steps plus the queued jobs ahead, at the
+        engine's recent seconds per step."""
+        per_step = self.engine.seconds_per_step
+        if job.done:
+            return 0.0
+        if job.status == "running":
+            return job.last_step.eta_seconds if job.last_step else per_step * _steps(job)
+        position = self.position(job) or 0
+        running = self.engine.running
+        left = 0.0
+        if running is not None and not running.done:
+            step = running.last_step
+            left = step.eta_seconds if step else per_step * _steps(running)
+        queued = self.engine.queue.snapshot()
+        mean = sum(_steps(j) for j in queued) / len(queued) if queued else _steps(job)
+        return left + per_step * (position * mean + _steps(job))
+
+    # ---- the engine, read only
+
+    def info(self):
+        """studio.engine.EngineInfo: the model, device, dtype, attention, previews and any notice."""
+        return self.engine.info()
+
+    @property
+    def settings(self):
+        """The engine's settings (limits, previews): read each time, as a benchmark may swap them."""
+        return self.engine.settings
+
+    def models(self) -> list[str]:
+        """The models users may pick: the operator's list and the engine's default model (even once unloaded)."""
+        return self.access.offered_models()
+
+    def available_models(self) -> list[str]:
+        """The models found in the models folder and those loaded now (A1111's checkpoint list)."""
+        return self.engine.available_models()
+
+    def model_hashes(self) -> dict[str, Optional[str]]:
+        """Model name → A1111 short hash, for the models loaded now (others have not been hashed)."""
+        return self.engine.model_hashes()
+
+    # ---- results
+
+    @property
+    def outputs(self):
+        """The studio's OutputStore (history and file routes read users' folders through it)."""
+        return self.engine.outputs
+
+    def result_url(self, user: str, path: str) -> str:
+        """The /studio/files URL of one of the user's saved PNGs."""
+        return result_url(self.outputs, user, path)
+
+    def result_relative(self, user: str, path: str) -> str:
+        """A saved PNG's "<day>/<file>.png", as /studio/files takes it."""
+        return result_relative(self.outputs, user, path)
+
+    def output_file(self, user: str, relative: str) -> Optional[Path]:
+        """The user's own saved PNG named by "<day>/<file>.png", or None (never another user's, never a link)."""
+        return safe_output_file(self.outputs, user, relative)
+
+    def _own(self, user: str, job: Union[Job, str, None]) -> Optional[Job]:
+        if isinstance(job, str):
+            return self.job(user, job)
+        return job if job is not None and job.owner == user else None
+
+
+def _steps(job: Job) -> int:
+    r = job.request
+    try:
+        return int(r.steps) * int(r.batch_count)
+    except (TypeError, ValueError):
+        return 0
