@@ -7,13 +7,16 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import re
 import shutil
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Callable, Optional
 
 from .config import DEFAULT_MODEL, Settings
 from .families import (
@@ -360,29 +363,104 @@ def default_model_name(settings: Settings) -> str:
     return settings.model or DEFAULT_MODEL
 
 
+FAST_EAGER = "eager"  # fast mode: compile queued or running; jobs run on the eager (default-mode) pipeline
+FAST_READY = "ready"  # compiled; swapped in by the next get()
+FAST_ON = "fast"  # jobs run on the compiled pipeline
+FAST_FAILED = "failed"  # the compile failed; the model stays in default mode
+
+
 class ModelCache:
     """Keeps up to `max_models` pipelines loaded on the device; the least recently used goes first, and its memory
-    is actually released before the next one loads. Used by the engine's worker thread only."""
+    is actually released before the next one loads.
 
-    def __init__(self, settings: Settings, device, dtype, attention):
+    Thread-safe. `_lock` guards the cache's state (which models are loaded, in what order, their fast-mode state) and
+    is only ever held briefly, so readers on other threads (web threads: loaded_names / loaded_models /
+    loaded_hashes) are never blocked by a load; `_load_lock` serialises loads and evictions (one at a time: the
+    memory limit is about what is on the device). The job thread is the one that uses pipelines; get() from another
+    thread is safe but a model it returns is only guaranteed loaded until the next load evicts it.
+
+    Fast mode (settings.fast): the first model this cache loads (start-up, before any job) is compiled in place as it
+    loads. Any later model is loaded in default (eager) mode and compiled on the cache's background compile thread
+    (`compile_model(model, in_place=False)` returns the compiled pipeline, built on copies of the UNet and VAE), so
+    no other user's job waits for it; the next get() of that model once its compile is done swaps the compiled
+    pipeline in (the job thread calls get() before each job). Images equal within fast mode's tolerance either way.
+    Call stop() at shutdown to end the compile thread.
+
+    compile_model: (LoadedModel, in_place: bool) → pipeline, for tests; default fast.fast_pipeline."""
+
+    def __init__(self, settings: Settings, device, dtype, attention, compile_model: Callable | None = None):
         self.settings = settings
         self.device = device
         self.dtype = dtype
         self.attention = attention  # pipelines.AttentionChoice
         self.hashes = HashCache(settings.cache_dir / "hashes.json")
+        self._lock = threading.Lock()
+        self._load_lock = threading.RLock()  # re-entrant: a failed load loads the evicted models again through get()
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
         self._known: dict[str, ModelSource] = {}
+        self._fast_state: dict[str, str] = {}
+        self._compiled: dict[str, object] = {}  # name → compiled pipeline waiting to be swapped in
+        self._compile_model = compile_model or self._default_compile
+        self._compiler: _Compiler | None = None
+        self._loaded_once = False
+
+    # ---- read-only views (any thread)
 
     def loaded_names(self) -> list[str]:
-        return list(self._loaded)
+        """Names of the loaded models, least recently used first."""
+        with self._lock:
+            return list(self._loaded)
+
+    def loaded_models(self) -> list[LoadedModel]:
+        """The loaded models, least recently used first (a snapshot: the list is a copy)."""
+        with self._lock:
+            return list(self._loaded.values())
+
+    def loaded_hashes(self) -> dict[str, Optional[str]]:
+        """Name → A1111 short hash (10 hex) of each loaded model."""
+        with self._lock:
+            return {name: model.model_hash for name, model in self._loaded.items()}
+
+    def fast_state(self, name: str) -> Optional[str]:
+        """Fast mode state of a loaded model: FAST_EAGER, FAST_READY, FAST_ON or FAST_FAILED; None when fast mode
+        is off or the model is not loaded."""
+        with self._lock:
+            return self._fast_state.get(name) if name in self._loaded else None
+
+    # ---- loading
 
     def get(self, name: str) -> LoadedModel:
         # A model is shown by name (a path given at start shows as its file name): known names come back as they
         # were found, even after their model was unloaded.
-        source = self._known.get(name) or resolve_model(name, self.settings)
-        if source.name in self._loaded:
-            self._loaded.move_to_end(source.name)
-            return self._loaded[source.name]
+        with self._lock:
+            source = self._known.get(name)
+        source = source or resolve_model(name, self.settings)
+        model = self._touch(source.name)
+        if model is not None:
+            return model
+        with self._load_lock:
+            model = self._touch(source.name)  # loaded by another thread while this one waited
+            if model is not None:
+                return model
+            return self._load(source)
+
+    def _touch(self, name: str) -> Optional[LoadedModel]:
+        """The loaded model as most recently used, with its compiled pipeline swapped in if that is ready; or None."""
+        with self._lock:
+            model = self._loaded.get(name)
+            if model is None:
+                return None
+            self._loaded.move_to_end(name)
+            compiled = self._compiled.pop(name, None)
+            if compiled is not None:
+                model.pipe = compiled
+                model.task_pipelines.clear()  # rebuilt on the compiled pipeline's modules by the next job
+                self._fast_state[name] = FAST_ON
+        if compiled is not None:
+            log.info("Fast mode: %s now runs compiled", name)
+        return model
+
+    def _load(self, source: ModelSource) -> LoadedModel:
         # Cheap checks first, so a model that cannot be had never costs the one that is loaded.
         refuse_pickle(source, self.settings)
         if source.kind == "hub":
@@ -390,24 +468,34 @@ class ModelCache:
         elif source.kind == "file" and not source.is_pickle:
             detect_family(Path(source.location))
         evicted = []
-        while len(self._loaded) >= self.settings.max_models:
-            evicted.append(next(iter(self._loaded)))
-            self.evict(evicted[-1])
+        while True:
+            with self._lock:
+                if len(self._loaded) < self.settings.max_models:
+                    break
+                oldest = next(iter(self._loaded))
+            evicted.append(oldest)
+            self.evict(oldest)
+        in_place = self.settings.fast and not self._loaded_once  # start-up: nobody's job is waiting yet
         try:
             model = load_model(source, self.settings, self.device, self.dtype, self.hashes)
             from .pipelines import apply_attention
 
             apply_attention(model.pipe, self.attention)
-            if self.settings.fast:
-                from .fast import make_fast
-
-                make_fast(model, self.device, self.dtype)
+            if in_place:
+                model.pipe = self._compile_model(model, in_place=True)
         except BaseException:
             self._reload(evicted)  # a failed load never costs the model that was loaded
             raise
-        self._loaded[source.name] = model
-        self._known[source.name] = source
+        with self._lock:
+            self._loaded[source.name] = model
+            self._known[source.name] = source
+            self._loaded_once = True
+            if self.settings.fast:
+                self._fast_state[source.name] = FAST_ON if in_place else FAST_EAGER
         log.info("Loaded %s (%s, hash %s) on %s in %s", source.name, model.family, model.model_hash, self.device, self.dtype)
+        if self.settings.fast and not in_place:
+            log.info("Fast mode: %s runs in default mode while it compiles in the background", source.name)
+            self._compiler_thread().submit(model)
         return model
 
     def _reload(self, names: list[str]) -> None:
@@ -420,11 +508,97 @@ class ModelCache:
     def evict(self, name: str) -> None:
         from .pipelines import free_device_memory
 
-        model = self._loaded.pop(name, None)
-        if model is None:
+        with self._load_lock:
+            with self._lock:
+                model = self._loaded.pop(name, None)
+                self._compiled.pop(name, None)
+                self._fast_state.pop(name, None)
+            if model is None:
+                return
+            model.pipe = None
+            model.task_pipelines.clear()  # they hold the same modules: all references must go for the memory to go
+            del model
+            free_device_memory(self.device)
+            log.info("Unloaded %s", name)
+
+    # ---- the background compile (fast mode)
+
+    def _default_compile(self, model: LoadedModel, in_place: bool):
+        from .fast import fast_pipeline
+
+        return fast_pipeline(model, self.device, self.dtype, in_place=in_place)
+
+    def _compiler_thread(self) -> "_Compiler":
+        with self._lock:
+            if self._compiler is None:
+                self._compiler = _Compiler(self._compile_one)
+            return self._compiler
+
+    def _compile_one(self, model: LoadedModel) -> None:
+        """On the compile thread: compile `model` unless it was unloaded meanwhile, and offer the result to get()."""
+        name = model.name
+        with self._lock:
+            if self._loaded.get(name) is not model:
+                return  # unloaded (or loaded again as a new object, which has its own compile queued)
+        started = time.perf_counter()
+        try:
+            compiled = self._compile_model(model, in_place=False)
+        except Exception as exc:
+            with self._lock:
+                current = self._loaded.get(name) is model
+                if current:
+                    self._fast_state[name] = FAST_FAILED
+            if current:
+                log.warning("Fast mode: compiling %s failed (%s: %s); it stays in default mode", name, type(exc).__name__, exc)
             return
-        model.pipe = None
-        model.task_pipelines.clear()  # they hold the same modules: all references must go for the memory to go
-        del model
-        free_device_memory(self.device)
-        log.info("Unloaded %s", name)
+        with self._lock:
+            current = self._loaded.get(name) is model
+            if current:
+                self._compiled[name] = compiled
+                self._fast_state[name] = FAST_READY
+        if current:
+            log.info("Fast mode: %s compiled in the background in %.1f s; its next job runs compiled", name, time.perf_counter() - started)
+        else:
+            del compiled
+            log.info("Fast mode: %s was unloaded while it compiled; the compiled form is dropped", name)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the background compile thread: queued compiles are dropped, and a compile in progress (which cannot
+        be interrupted) is waited for up to `timeout` seconds; the thread is a daemon, so it never keeps the
+        process alive. Safe to call more than once, and when no compile ever ran."""
+        with self._lock:
+            compiler, self._compiler = self._compiler, None
+        if compiler is not None:
+            compiler.stop(timeout)
+
+
+class _Compiler:
+    """One daemon thread running compiles one at a time, in the order they were asked for."""
+
+    def __init__(self, compile_one: Callable[[LoadedModel], None]):
+        self._compile_one = compile_one
+        self._queue: queue.Queue = queue.Queue()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="studio-compile", daemon=True)
+        self._thread.start()
+
+    def submit(self, model: LoadedModel) -> None:
+        if not self._stopping.is_set():
+            self._queue.put(model)
+
+    def _run(self) -> None:
+        while True:
+            model = self._queue.get()
+            if model is None or self._stopping.is_set():
+                return
+            try:
+                self._compile_one(model)
+            except Exception:
+                log.exception("Fast mode: the background compile of %s failed", getattr(model, "name", model))
+
+    def stop(self, timeout: float) -> None:
+        self._stopping.set()
+        self._queue.put(None)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("Fast mode: a compile is still running after %.0f s; leaving it (daemon thread)", timeout)

@@ -33,6 +33,7 @@ class Settings:
     max_batch_count: int = 100
     max_image_pixels: int = 4096 * 4096
     max_queue_per_user: int = 0  # 0: no cap
+    max_frames_mb: int = 512  # step frames kept in memory across all stored jobs; the oldest finished jobs' go first
     dynamic_batching: bool = True  # compatible txt2img jobs of different users share one UNet batch
     batch_wait_ms: int = 0  # how long a job waits for batch companions (0: only those already queued)
     allow_pickle: bool = False
@@ -65,6 +66,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
                    help="the studio's cache: configs, Gradio's uploads, login sessions (default: ~/.cache/sd-studio)")
     g.add_argument("--max-queue-per-user", type=int, default=0, help="queued jobs a user may have (0: no cap)")
+    g.add_argument("--max-frames-mb", type=int, default=Settings.max_frames_mb, metavar="MB",
+                   help="memory for the Step previews' frames of all kept jobs; past it the oldest finished jobs' frames are dropped")
     g.add_argument("--no-dynamic-batching", dest="dynamic_batching", action="store_false",
                    help="never run jobs of different users as one batch")
     g.add_argument("--batch-wait-ms", type=int, default=0, metavar="MS",
@@ -91,6 +94,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         max_steps=args.max_steps,
         max_batch=args.max_batch,
         max_queue_per_user=args.max_queue_per_user,
+        max_frames_mb=max(0, getattr(args, "max_frames_mb", Settings.max_frames_mb)),
         allow_pickle=args.allow_pickle,
         dynamic_batching=args.dynamic_batching,
         batch_wait_ms=max(0, args.batch_wait_ms),

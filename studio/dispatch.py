@@ -12,8 +12,9 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
-from .contract import Cancelled, GenerationRequest, QueueFullError, Queued, Task
+from .contract import Cancelled, GenerationRequest, QueueFullError, Queued
 from .jobs import Job
+from .tasks import batchable
 
 
 class FairQueue:
@@ -122,7 +123,7 @@ class BatchPolicy:
 
     def key(self, request: GenerationRequest):
         """Requests with equal keys can run as one pipeline call; None: this one runs alone."""
-        if request.task is not Task.TXT2IMG or request.batch_count != 1:
+        if not batchable(request):  # the task registry's rule (studio/tasks.py)
             return None
         model = request.model or self.default_model
         return (model, request.width, request.height, request.steps, request.sampler_name, float(request.cfg_scale))

@@ -10,8 +10,9 @@ changes reach txt2img, img2img and inpaint alike):
   below rather than by inductor's "reduce-overhead" mode: a graph captured here can be replayed from any thread (the
   engine warms up on the main thread and samples on its worker thread), and the graphs share one memory pool.
 
-`make_fast` compiles once at start for the model's common size (batch 1, CFG on) by running a short txt2img; other
-shapes compile on first use. Images equal default mode's within fp16 tolerance (tests/test_fast.py; the GPU check
+`make_fast` compiles once for the model's common size (batch 1, CFG on) by running a short txt2img; other shapes
+compile on first use. The model cache compiles the start model in place at start, and any later model on its
+background compile thread (`fast_pipeline` on a copy of the UNet and VAE) while jobs run on the eager model. Images equal default mode's within fp16 tolerance (tests/test_fast.py; the GPU check
 is in bench/).
 """
 
@@ -182,9 +183,13 @@ def is_fast(pipe) -> bool:
     return isinstance(getattr(pipe.unet, "forward", None), GraphedForward)
 
 
-def make_fast(model, device: torch.device, dtype: torch.dtype, warm_up: bool = True, batch_sizes=(1,)) -> FastReport:
+def make_fast(model, device: torch.device, dtype: torch.dtype, warm_up: bool = True, batch_sizes=(1,), capture_graphs: bool = True) -> FastReport:
     """Apply fast mode to a checkpoints.LoadedModel and compile it for its common size: a short txt2img per batch
-    size at the model's default size, CFG on, so the first user job runs at full speed."""
+    size at the model's default size, CFG on, so the first user job runs at full speed.
+
+    capture_graphs=False: the warm-up compiles and runs each shape WARMUP_CALLS times but stops short of capturing
+    its CUDA graph, which then happens on the first job's thread (the background compile uses this, so that no
+    graph is captured on one thread while another thread samples)."""
     pipe = model.pipe
     if is_fast(pipe):
         return FastReport(notes=["already fast"])
@@ -196,7 +201,7 @@ def make_fast(model, device: torch.device, dtype: torch.dtype, warm_up: bool = T
             # No inference_mode here: graphs' static inputs must be ordinary tensors (pipelines run under no_grad).
             pipe(
                 "warm-up",
-                num_inference_steps=WARMUP_CALLS + 2,  # compile, warm, capture, replay
+                num_inference_steps=WARMUP_CALLS + 2 if capture_graphs else WARMUP_CALLS,  # compile, warm, [capture, replay]
                 guidance_scale=7.0,
                 width=size,
                 height=size,
@@ -214,3 +219,33 @@ def make_fast(model, device: torch.device, dtype: torch.dtype, warm_up: bool = T
     for note in report.notes:
         log.info("Fast mode: %s", note)
     return report
+
+
+def fast_pipeline(model, device: torch.device, dtype: torch.dtype, in_place: bool = False):
+    """The fast form of a checkpoints.LoadedModel's pipeline, compiled and warmed up: ModelCache's default
+    `compile_model`.
+
+    in_place=True: `model.pipe` itself is made fast and returned (start-up: no job is running on it yet).
+    in_place=False: the UNet and VAE are copied and the copy is made fast, leaving `model.pipe` untouched, so jobs
+    keep running on it (eager) while this runs on another thread; the result shares the text encoders with
+    `model.pipe`, and has its own scheduler and tokenizers. Costs a second UNet + VAE in device memory until the cache swaps the fast
+    form in and the eager one is dropped."""
+    import copy
+    from dataclasses import replace
+
+    if in_place:
+        make_fast(model, device, dtype)
+        return model.pipe
+    pipe = model.pipe
+    with torch.no_grad():
+        unet, vae = copy.deepcopy(pipe.unet), copy.deepcopy(pipe.vae)
+    # Its own scheduler (a scheduler holds per-run state) and tokenizers (a fast tokenizer may refuse concurrent
+    # use): the warm-up below runs on this thread while jobs run on `pipe`. Weights are shared, read-only.
+    own = {"scheduler": type(pipe.scheduler).from_config(pipe.scheduler.config)}
+    for name in ("tokenizer", "tokenizer_2"):
+        if getattr(pipe, name, None) is not None:
+            own[name] = copy.deepcopy(getattr(pipe, name))
+    fast = type(pipe).from_pipe(pipe, unet=unet, vae=vae, dtype=dtype, **own)
+    fast.set_progress_bar_config(disable=True)
+    make_fast(replace(model, pipe=fast, task_pipelines={}), device, dtype, capture_graphs=False)
+    return fast

@@ -13,6 +13,7 @@ from typing import Iterator, Optional
 from .contract import TERMINAL_EVENTS, Cancelled, Failed, Finished, GenerationRequest, Preview, Queued, Started, Step
 
 RECENT_JOBS_PER_OWNER = 20  # finished jobs kept findable (status, frames, stream) per owner
+DEFAULT_MAX_FRAMES_BYTES = 512 * 1024 * 1024  # step frames of all stored jobs together (JobStore drops the oldest)
 
 
 class EventChannel:
@@ -223,14 +224,20 @@ def _status_after(status: str, event):
     return after if status in arrives_in else False
 
 
-class JobRegistry:
-    """Each owner's recent jobs by id (queued, running and the last RECENT_JOBS_PER_OWNER), for every front end:
-    a job is found only by its owner."""
+class JobStore:
+    """Each owner's recent jobs by id — queued, running and the last `per_owner` finished ones — for every front
+    end: a job is found and listed only by its owner.
 
-    def __init__(self, per_owner: int = RECENT_JOBS_PER_OWNER):
+    Step frames are bounded too: when the frames of all stored jobs together pass `max_frames_bytes`, the frames of
+    the oldest finished jobs are dropped first (never a queued or running job's, never an owner's newest finished
+    job's), and such a job says so: `job.frames_dropped` is True (read it with frames_dropped(job)). The budget is
+    checked whenever a job is added, and by trim(); frames only grow while a job runs, when none may be dropped."""
+
+    def __init__(self, per_owner: int = RECENT_JOBS_PER_OWNER, max_frames_bytes: Optional[int] = DEFAULT_MAX_FRAMES_BYTES):
         self.per_owner = per_owner
+        self.max_frames_bytes = max_frames_bytes  # None: no budget
         self._lock = threading.Lock()
-        self._by_owner: dict[str, OrderedDict] = {}
+        self._by_owner: dict[str, OrderedDict] = {}  # owner -> job id -> job, oldest first
 
     def add(self, job: Job) -> None:
         with self._lock:
@@ -241,12 +248,63 @@ class JobRegistry:
                 del jobs[old.id]
             while len(jobs) > 4 * self.per_owner + 200:  # a bound even if nothing finishes
                 jobs.popitem(last=False)
+            self._trim_locked()
 
     def get(self, owner: str, job_id: str) -> Optional[Job]:
         with self._lock:
             return self._by_owner.get(owner, {}).get(job_id)
 
     def latest(self, owner: str) -> Optional[Job]:
+        """The owner's newest job (by submission), or None."""
         with self._lock:
             jobs = self._by_owner.get(owner)
             return next(reversed(jobs.values())) if jobs else None
+
+    def of(self, owner: str) -> list[Job]:
+        """The owner's stored jobs, newest first (by submission)."""
+        with self._lock:
+            return list(reversed(self._by_owner.get(owner, {}).values()))
+
+    def frames_nbytes(self) -> int:
+        """An estimate of the memory the step frames of all stored jobs hold."""
+        with self._lock:
+            return sum(_frames_nbytes(job) for jobs in self._by_owner.values() for job in jobs.values())
+
+    def trim(self) -> int:
+        """Drop the frames of the oldest finished jobs until the frames fit the budget; returns the bytes freed."""
+        with self._lock:
+            return self._trim_locked()
+
+    def _trim_locked(self) -> int:
+        if self.max_frames_bytes is None:
+            return 0
+        sizes = {job.id: _frames_nbytes(job) for jobs in self._by_owner.values() for job in jobs.values()}
+        over = sum(sizes.values()) - self.max_frames_bytes
+        if over <= 0:
+            return 0
+        droppable = []
+        for jobs in self._by_owner.values():
+            finished = [job for job in jobs.values() if job.done and sizes[job.id]]
+            newest = next((job for job in reversed(jobs.values()) if job.done), None)
+            droppable.extend(job for job in finished if job is not newest)
+        droppable.sort(key=lambda job: job.created)  # oldest first, across owners
+        freed = 0
+        for job in droppable:
+            if freed >= over:
+                break
+            job.step_frames = []  # a new list: a reader's snapshot of the old one stays whole
+            job.frames_dropped = True
+            freed += sizes[job.id]
+        return freed
+
+
+JobRegistry = JobStore  # the old name
+
+
+def frames_dropped(job) -> bool:
+    """Whether the store dropped this job's step frames to stay within its memory budget."""
+    return bool(getattr(job, "frames_dropped", False))
+
+
+def _frames_nbytes(job) -> int:
+    return sum(getattr(frame, "nbytes", 0) for frame in list(job.step_frames))

@@ -64,6 +64,28 @@ class StepFrames:
     def channels(self) -> tuple[bytes, bytes, bytes, bytes]:
         return tuple(encode_jpeg(_upscaled(Image.fromarray(c), CHANNEL_MAX_SIDE)) for c in self._channels)
 
+    @property
+    def nbytes(self) -> int:
+        """About the memory this step's pictures hold: the arrays kept raw plus the JPEGs encoded so far (the job
+        store's frame budget counts it)."""
+
+        def size(value) -> int:
+            if value is None:
+                return 0
+            if isinstance(value, (bytes, bytearray)):
+                return len(value)
+            if hasattr(value, "nbytes"):
+                return int(value.nbytes)
+            if isinstance(value, (tuple, list)):
+                return sum(size(v) for v in value)
+            return 0
+
+        encoded = [self.__dict__.get(name) for name in ("x0", "noisy", "channels")]
+        live = self.__dict__.get("live")
+        if live is not None and live is not encoded[0]:
+            encoded.append(live)
+        return size(self._x0) + size(self._noisy) + size(self._channels) + size(encoded)
+
 
 def encode_jpeg(image: Image.Image, quality: int = 85) -> bytes:
     buffer = io.BytesIO()

@@ -7,15 +7,13 @@ its owner), and none depends on how the engine keeps its queue, its running jobs
 
 from __future__ import annotations
 
-import threading
-from collections import deque
 from pathlib import Path
 from typing import Optional, Union
 
 from .access import Access
 from .contract import GenerationRequest
 from .history import safe_output_file
-from .jobs import RECENT_JOBS_PER_OWNER, Job
+from .jobs import Job
 from .links import result_relative, result_url
 
 
@@ -35,8 +33,6 @@ class JobService:
     def __init__(self, engine, access: Access):
         self.engine = engine
         self.access = access
-        self._lock = threading.Lock()
-        self._recent: dict[str, deque] = {}  # user -> their jobs submitted here, newest last (for jobs())
 
     @classmethod
     def for_operator(cls, engine) -> "JobService":
@@ -60,10 +56,7 @@ class JobService:
 
     def submit(self, request: GenerationRequest, user: str, client_host: Optional[str] = None) -> Job:
         """Queue a request for `user` under the model rule. Raises RequestError (ModelRefused, QueueFullError, ...)."""
-        job = self.access.submit(request, user, client_host)
-        with self._lock:
-            self._recent.setdefault(user, deque(maxlen=RECENT_JOBS_PER_OWNER)).append(job)
-        return job
+        return self.access.submit(request, user, client_host)
 
     def generate(self, request: GenerationRequest, user: str, client_host: Optional[str] = None):
         """Submit and wait: the terminal event (Finished, Failed or Cancelled). For callers without a UI."""
@@ -96,19 +89,17 @@ class JobService:
         return jobs
 
     def jobs(self, user: str) -> list[Job]:
-        """The user's active jobs, then the others they submitted through this service, newest first: only those the
-        engine still keeps, so each is found by job(). (The engine's registry lists no owner's jobs publicly.)"""
+        """The user's active jobs (running, then queued in queue order), then the others the engine's job store
+        still keeps, newest first: each is found by job()."""
         active = self.active_jobs(user)
-        with self._lock:
-            recent = list(self._recent.get(user, ()))
-        return active + [job for job in reversed(recent) if job not in active and self.job(user, job.id) is job]
+        return active + [job for job in self.engine.jobs.of(user) if job not in active]
 
     def current_job(self, user: str) -> Optional[Job]:
         """What a progress poll reports: the user's first active job, else their latest."""
         active = self.active_jobs(user)
         if active:
             return active[0]
-        return self.engine.jobs.latest(user)
+        return self.engine.jobs.latest(user)  # the newest of the store's of(user)
 
     def position(self, job: Job) -> Optional[int]:
         """How many jobs start before this one (None when it is not queued)."""

@@ -54,34 +54,36 @@ def without_mask(value, hand_over=lambda picture: picture):
     return {"background": background, "layers": [], "composite": background}
 
 
-def build(services: Services, session: gr.State) -> Panel:
-    def inputs():
-        editor = gr.ImageEditor(
-            label="Image and mask: upload/paste/drop an image, then paint over what to repaint",
-            type="pil",
-            image_mode="RGBA",
-            format="png",
-            sources=["upload", "clipboard"],
-            brush=gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size=12),
-            eraser=gr.Eraser(default_size=12),
-            layers=False,
-            transforms=(),
-            height=420,
-            elem_id=f"{TAB}-editor",
-        )
-        clear_mask = gr.Button("Clear mask (keep the image)", size="sm", elem_id=f"{TAB}-clear-mask")
-        with gr.Row():
-            invert = gr.Checkbox(False, label="Invert mask (repaint what is NOT painted)", elem_id=f"{TAB}-invert")
-            mask_blur = gr.Slider(0, 64, value=4, step=1, label="Mask blur", elem_id=f"{TAB}-mask-blur")
-        denoising_strength = gr.Slider(0.01, 1.0, value=0.75, step=0.01, label="Denoising strength", elem_id=f"{TAB}-denoising")
-        # API-only inputs (never shown): A1111's init_image and mask as plain images.
-        api_init = gr.Image(type="pil", image_mode="RGB", format="png", visible=False, label="init_image")
-        api_mask = gr.Image(type="pil", image_mode="L", format="png", visible=False, label="mask")
-        api_trigger = gr.Button("inpaint (API)", visible=False)
-        return dict(editor=editor, clear_mask=clear_mask, inpainting_mask_invert=invert, mask_blur=mask_blur, denoising_strength=denoising_strength,
-                    api_init=api_init, api_mask=api_mask, api_trigger=api_trigger)
+def editor_inputs() -> dict:
+    """The tab's own inputs: the image editor (image + painted mask), mask options, and the API-only inputs."""
+    editor = gr.ImageEditor(
+        label="Image and mask: upload/paste/drop an image, then paint over what to repaint",
+        type="pil",
+        image_mode="RGBA",
+        format="png",
+        sources=["upload", "clipboard"],
+        brush=gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size=12),
+        eraser=gr.Eraser(default_size=12),
+        layers=False,
+        transforms=(),
+        height=420,
+        elem_id=f"{TAB}-editor",
+    )
+    clear_mask = gr.Button("Clear mask (keep the image)", size="sm", elem_id=f"{TAB}-clear-mask")
+    with gr.Row():
+        invert = gr.Checkbox(False, label="Invert mask (repaint what is NOT painted)", elem_id=f"{TAB}-invert")
+        mask_blur = gr.Slider(0, 64, value=4, step=1, label="Mask blur", elem_id=f"{TAB}-mask-blur")
+    denoising_strength = gr.Slider(0.01, 1.0, value=0.75, step=0.01, label="Denoising strength", elem_id=f"{TAB}-denoising")
+    # API-only inputs (never shown): A1111's init_image and mask as plain images.
+    api_init = gr.Image(type="pil", image_mode="RGB", format="png", visible=False, label="init_image")
+    api_mask = gr.Image(type="pil", image_mode="L", format="png", visible=False, label="mask")
+    api_trigger = gr.Button("inpaint (API)", visible=False)
+    return dict(editor=editor, clear_mask=clear_mask, inpainting_mask_invert=invert, mask_blur=mask_blur, denoising_strength=denoising_strength,
+                api_init=api_init, api_mask=api_mask, api_trigger=api_trigger)
 
-    panel = build_panel(services.job_service, TAB, session, size_label="0 = the input image's size; otherwise 64 or more", inputs_block=inputs)
+
+def build(services: Services, session: gr.State) -> Panel:
+    panel = build_panel(services.job_service, TAB, session, size_label="0 = the input image's size; otherwise 64 or more", inputs_block=editor_inputs)
 
     async def run(fields: tuple, init_image, mask, denoising_strength, mask_blur, inpainting_mask_invert, state: Session,
                   request: gr.Request):

@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import gradio as gr
 
+from studio.jobs import frames_dropped
 from studio.links import JOBS
 
 from .streaming import Session
@@ -24,6 +25,7 @@ NOISY = "noisy latent (what the sampler holds)"
 PLAY_FPS = 8
 CHANNEL_KINDS = ("c1", "c2", "c3", "c4")
 NO_FRAMES = "No step frames yet: generate something in this browser tab first."
+FRAMES_DROPPED = "The step frames of this job are no longer kept: the oldest jobs' frames are dropped to save memory."
 
 
 def frames_of(session: Optional[Session]) -> list:
@@ -83,7 +85,8 @@ def frame_view(session: Optional[Session], index, view: str) -> tuple[str, str, 
     """(main picture HTML, channels HTML, caption, export links HTML) for 1-based frame `index`."""
     frames = frames_of(session)
     if not frames:
-        return "", "", NO_FRAMES, ""
+        job = session.last_job if session is not None else None
+        return "", "", FRAMES_DROPPED if frames_dropped(job) else NO_FRAMES, ""
     job_id = session.last_job.id
     i = min(max(int(index or 1), 1), len(frames))
     f = frames[i - 1]
@@ -122,7 +125,8 @@ def build(session: gr.State) -> dict:
         """Steps the slider and the pictures through every frame; the browser fetches each frame's JPEGs."""
         frames = frames_of(s)
         if not frames:
-            raise gr.Error("Nothing to play yet: generate something first.", print_exception=False)
+            dropped = frames_dropped(s.last_job if s is not None else None)
+            raise gr.Error(FRAMES_DROPPED if dropped else "Nothing to play yet: generate something first.", print_exception=False)
         for i in range(1, len(frames) + 1):
             yield (gr.Slider(value=i), *frame_view(s, i, v))
             time.sleep(1 / PLAY_FPS)

@@ -353,9 +353,14 @@ class Api:
 
 def build_router(state: ServerState) -> APIRouter:
     api = Api(state)
-    service = state.service
     router = APIRouter()
+    _job_routes(router, state, api, state.service)
+    _model_and_option_routes(router, state, api, state.service)
+    return router
 
+
+def _job_routes(router: APIRouter, state: ServerState, api: Api, service) -> None:
+    """Generation, PNG info, and the caller's own progress, interrupt and skip."""
     @router.post("/sdapi/v1/txt2img")
     async def txt2img(body: Txt2ImgBody, request: Request):
         return await api.generate(request, body, img2img=False)
@@ -390,6 +395,9 @@ def build_router(state: ServerState) -> APIRouter:
         job = service.skip(user, api.running_job(user))
         return {"skipped": job.id if job else None}
 
+
+def _model_and_option_routes(router: APIRouter, state: ServerState, api: Api, service) -> None:
+    """Samplers, schedulers, models, options (admins change the server's; everyone picks their model), memory."""
     @router.get("/sdapi/v1/samplers")
     def samplers():
         return [{"name": name, "aliases": sampler_aliases(name), "options": {"scheduler": "karras"} if name.endswith(" Karras") else {}} for name in sampler_names()]
@@ -466,5 +474,3 @@ def build_router(state: ServerState) -> APIRouter:
             "ram": {"free": vm.available, "used": vm.total - vm.available, "total": vm.total, "process_rss": rss},
             "cuda": {"error": f"the engine runs on {info.device}"} if not info.device.startswith("cuda") else {"device": info.device},
         }
-
-    return router

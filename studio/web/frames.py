@@ -8,10 +8,11 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 
 from ..animation import FORMATS, animation_bytes
-from ..jobs import Job
+from ..jobs import Job, frames_dropped
 
 KINDS = ("x0", "noisy", "c1", "c2", "c3", "c4")
 VIEWS = ("x0", "noisy")
+DROPPED = "The step frames of this job are no longer kept (the oldest jobs' frames are dropped to save memory)."
 FRAME_CACHE = "private, max-age=3600"  # a frame never changes once made; private: it is one user's
 
 
@@ -33,11 +34,12 @@ def build_frames_router(service) -> APIRouter:
 
     @router.get("/studio/api/jobs/{job_id}/frames/{index}/{kind}.jpg")
     def frame_picture(job_id: str, index: str, kind: str, request: Request):
-        frames = _frames(_own_job(job_id, request))
+        job = _own_job(job_id, request)
+        frames = _frames(job)
         if kind not in KINDS:
             raise HTTPException(404, f"No such picture kind; one of {', '.join(KINDS)}.")
         if not index.isdigit() or not 1 <= int(index) <= len(frames):
-            raise HTTPException(404, f"No such frame; this job has {len(frames)}.")
+            raise HTTPException(404, DROPPED if frames_dropped(job) else f"No such frame; this job has {len(frames)}.")
         data = frame_jpeg(frames[int(index) - 1], kind)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": FRAME_CACHE})
 
@@ -50,7 +52,7 @@ def build_frames_router(service) -> APIRouter:
             raise HTTPException(400, f"view must be one of {', '.join(VIEWS)}.")
         frames = _frames(job)
         if not frames:
-            raise HTTPException(404, "This job has no step frames (yet).")
+            raise HTTPException(404, DROPPED if frames_dropped(job) else "This job has no step frames (yet).")
         data = animation_bytes([getattr(f, view) for f in frames], fmt)
         name = f"steps-{job.id[:8]}-{view}.{fmt}"
         # no-store: a running job's animation grows, and a download should not be served stale.

@@ -15,10 +15,15 @@ from .state import ServerState
 
 
 def build_studio_router(state: ServerState) -> APIRouter:
-    api = Api(state)
-    service = state.service
     router = APIRouter()
+    _file_routes(router, state)
+    _job_routes(router, state, Api(state), state.service)
+    return router
 
+
+def _file_routes(router: APIRouter, state: ServerState) -> None:
+    """The caller's history and their PNGs."""
+    service = state.service
     @router.get("/studio/api/history")
     def history(request: Request, limit: int = 100, offset: int = 0):
         entries = state.history.entries(request.state.user)
@@ -39,6 +44,9 @@ def build_studio_router(state: ServerState) -> APIRouter:
             raise HTTPException(404, "No such image among your outputs.")
         return FileResponse(path, media_type="image/png")
 
+
+def _job_routes(router: APIRouter, state: ServerState, api: Api, service) -> None:
+    """The caller's queue and jobs: status, preview, cancel, skip, submit."""
     @router.get("/studio/api/queue")
     def queue(request: Request):
         user = request.state.user
@@ -99,5 +107,3 @@ def build_studio_router(state: ServerState) -> APIRouter:
         if job is None:
             raise HTTPException(404, "No such job among yours.")
         return job
-
-    return router

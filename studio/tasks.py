@@ -1,0 +1,175 @@
+"""The task registry: for each task (txt2img, img2img, inpaint), how a request becomes a pipeline call.
+
+One `TaskSpec` per task says how to prepare its inputs (sizes, the init image and mask, notes for the user), its own
+pipeline arguments, its post-processing of each image, its own infotext fields, and whether its jobs may share a
+dynamic batch. A new task (hires fix, upscale, depth) is one entry in TASKS (and, where diffusers has a pipeline for
+it, one name in each family's TaskPipelines).
+
+Plain Python and PIL at import (no torch): the dispatcher asks `batchable` here. The few diffusers helpers a task
+needs (mask blur, paste-back, generators) are imported from studio.pipelines when called.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from PIL import Image
+
+from .contract import GenerationRequest, Task
+
+
+@dataclass
+class Inputs:
+    """What a task's preparation gives: the size to draw at and the images the pipeline takes."""
+
+    width: int
+    height: int
+    init_image: Optional[Image.Image] = None
+    mask: Optional[Image.Image] = None  # blurred by mask_blur, as the pipeline and the paste-back use it
+    notes: list[str] = field(default_factory=list)  # things adjusted for the user, e.g. a resized mask
+
+
+@dataclass
+class PreparedJob:
+    task: Task
+    width: int
+    height: int
+    seeds: list[int]
+    init_image: Optional[Image.Image]
+    mask: Optional[Image.Image]  # blurred by mask_blur, as the pipeline and the paste-back use it
+    notes: list[str]
+
+
+def _keep(pipe, prepared: PreparedJob, image):
+    return image
+
+
+def _no_arguments(request: GenerationRequest, prepared: PreparedJob) -> dict:
+    return {}
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task. prepare(request, default_size, max_size) → Inputs; arguments(request, prepared) → the pipeline
+    arguments beyond the common ones (prompts, steps, CFG, images per prompt, generators); post_process(pipe,
+    prepared, image) → the image to save; infotext_fields: (infotext label, request attribute) pairs written for
+    this task, in order; shares_batches: its jobs may run as one dynamic batch (when batch_count is 1)."""
+
+    task: Task
+    prepare: Callable[[GenerationRequest, int, int], Inputs]
+    arguments: Callable[[GenerationRequest, PreparedJob], dict] = _no_arguments
+    post_process: Callable = _keep
+    infotext_fields: tuple[tuple[str, str], ...] = ()
+    shares_batches: bool = False
+
+    def infotext(self, request: GenerationRequest) -> dict:
+        return {label: getattr(request, attribute) for label, attribute in self.infotext_fields}
+
+
+# ---- preparation
+
+
+def _model_size(request: GenerationRequest, default_size: int, max_size: int) -> Inputs:
+    return Inputs(request.width or default_size, request.height or default_size)
+
+
+def _from_init_image(request: GenerationRequest, default_size: int, max_size: int) -> Inputs:
+    """The size asked for, else the init image's (multiples of 8, within 64..max_size); the init image resized to it."""
+    init = request.init_image.convert("RGB")
+    width = request.width or max(64, min(max_size, init.width // 8 * 8))
+    height = request.height or max(64, min(max_size, init.height // 8 * 8))
+    if init.size != (width, height):
+        init = init.resize((width, height), Image.LANCZOS)
+    return Inputs(width, height, init)
+
+
+def _with_mask(request: GenerationRequest, default_size: int, max_size: int) -> Inputs:
+    """As img2img, plus the mask: resized to the drawing size (noted when it differed from the image), blurred."""
+    from .pipelines import blur_mask
+
+    inputs = _from_init_image(request, default_size, max_size)
+    mask = request.mask.convert("L")
+    if mask.size != request.init_image.size:
+        inputs.notes.append(f"The mask ({mask.width}×{mask.height}) was resized to the image ({request.init_image.width}×{request.init_image.height}).")
+    if mask.size != (inputs.width, inputs.height):
+        mask = mask.resize((inputs.width, inputs.height), Image.LANCZOS)
+    inputs.mask = blur_mask(mask, request.mask_blur)
+    return inputs
+
+
+# ---- pipeline arguments and post-processing
+
+
+def _size_arguments(request: GenerationRequest, prepared: PreparedJob) -> dict:
+    return dict(width=prepared.width, height=prepared.height)
+
+
+def _img2img_arguments(request: GenerationRequest, prepared: PreparedJob) -> dict:
+    return dict(image=prepared.init_image, strength=request.denoising_strength)
+
+
+def _inpaint_arguments(request: GenerationRequest, prepared: PreparedJob) -> dict:
+    return dict(
+        image=prepared.init_image,
+        mask_image=prepared.mask,
+        strength=request.denoising_strength,
+        width=prepared.width,
+        height=prepared.height,
+    )
+
+
+def _paste_back(pipe, prepared: PreparedJob, image):
+    from .pipelines import paste_unmasked
+
+    return paste_unmasked(pipe, prepared.mask, prepared.init_image, image)
+
+
+# ---- the registry
+
+_DENOISING = ("Denoising strength", "denoising_strength")
+
+TASKS: dict[Task, TaskSpec] = {
+    spec.task: spec
+    for spec in (
+        TaskSpec(Task.TXT2IMG, _model_size, _size_arguments, shares_batches=True),
+        TaskSpec(Task.IMG2IMG, _from_init_image, _img2img_arguments, infotext_fields=(_DENOISING,)),
+        TaskSpec(Task.INPAINT, _with_mask, _inpaint_arguments, _paste_back, (_DENOISING, ("Mask blur", "mask_blur"))),
+    )
+}
+
+
+def task_spec(task: Task) -> TaskSpec:
+    return TASKS[task]
+
+
+def batchable(request: GenerationRequest) -> bool:
+    """Whether this request may share one pipeline call with other users' jobs (dynamic batching)."""
+    return task_spec(request.task).shares_batches and request.batch_count == 1
+
+
+def prepare(request: GenerationRequest, default_size: int, max_size: int) -> PreparedJob:
+    """The request's inputs as its task prepares them, and its seeds (a random first seed for seed -1)."""
+    task = request.task
+    inputs = task_spec(task).prepare(request, default_size, max_size)
+    count = request.batch_size * request.batch_count
+    first_seed = request.seed if request.seed >= 0 else random.randrange(2**32)
+    seeds = [first_seed + i for i in range(count)]
+    return PreparedJob(task, inputs.width, inputs.height, seeds, inputs.init_image, inputs.mask, inputs.notes)
+
+
+def pipeline_arguments(request: GenerationRequest, prepared: PreparedJob, seeds: list[int]) -> dict:
+    """The arguments of one pipeline call for `seeds` of this job: the common ones, then its task's."""
+    from .pipelines import generators
+
+    arguments = dict(
+        prompt=request.prompt,
+        negative_prompt=request.negative_prompt or None,
+        num_inference_steps=request.steps,
+        guidance_scale=float(request.cfg_scale),
+        num_images_per_prompt=len(seeds),
+        generator=generators(seeds),
+    )
+    arguments.update(task_spec(prepared.task).arguments(request, prepared))
+    return arguments
