@@ -241,6 +241,7 @@ class Engine:
             event = Failed("The images could not be saved on the server (the reason is in the server's log); "
                            "tell the operator.")
         job.finish(event)
+        self.jobs.trim()  # its frames now count against the store's budget like any finished job's
 
     @property
     def running(self) -> Optional[Job]:

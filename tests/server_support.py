@@ -73,6 +73,7 @@ class LiveServer:
 
     def stop(self) -> None:
         self.server.should_exit = True
+        self.server.force_exit = True  # open event streams would hold a graceful shutdown for its whole timeout
         self.thread.join(timeout=10)
 
     def client(self, user: str | None = None, **kwargs) -> httpx.Client:

@@ -117,6 +117,7 @@ def test_concurrent_readers_see_consistent_lists_while_models_load_and_evict(fak
                 for seen in (listed, [m.name for m in models], list(hashes)):
                     assert len(seen) <= 2 and len(set(seen)) == len(seen) and set(seen) <= set(names), seen
                 assert all(len(h) == 10 for h in hashes.values())
+                time.sleep(0.001)  # readers keep coming without starving the loader of the interpreter
             except Exception as exc:  # noqa: BLE001 - collected for the assertion below
                 problems.append(exc)
                 return
@@ -125,7 +126,7 @@ def test_concurrent_readers_see_consistent_lists_while_models_load_and_evict(fak
     for reader in readers:
         reader.start()
     try:
-        for round_ in range(60):
+        for round_ in range(20):
             cache.get(names[round_ % len(names)])
     finally:
         stop.set()
