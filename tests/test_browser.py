@@ -8,6 +8,7 @@ Prints the number of preview frames seen and the time from Generate to the first
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -36,7 +37,8 @@ WATCH_PREVIEW = """(selector) => {
 
 
 @pytest.fixture(scope="module")
-def browser_page(engine):
+def logged_in(engine):
+    """(browser context holding alice's session cookie, server URL): strangers get the login form first."""
     sync_api = pytest.importorskip("playwright.sync_api")
     SHOTS.mkdir(parents=True, exist_ok=True)
     with launch_studio(engine, users={"alice": "alice-pw"}) as server, sync_api.sync_playwright() as p:
@@ -45,17 +47,56 @@ def browser_page(engine):
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                   "--disable-sync", "--no-first-run"],
         )
-        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        context = browser.new_context(viewport={"width": 1440, "height": 900})
+        page = context.new_page()
         page.goto(server.url + "/")
-        page.wait_for_selector("input[name=username]", timeout=30_000)  # strangers get the login form
+        page.wait_for_selector("input[name=username]", timeout=30_000)
         page.fill("input[name=username]", "alice")
         page.fill("input[name=password]", "alice-pw")
         page.click("button[type=submit]")
         page.wait_for_selector("#txt2img-prompt textarea", timeout=60_000)
+        page.close()
         try:
-            yield page
+            yield context, server.url
         finally:
             browser.close()
+
+
+def _open(logged_in):
+    context, url = logged_in
+    page = context.new_page()
+    page.goto(url + "/")
+    page.wait_for_selector("#txt2img-prompt textarea", timeout=60_000)
+    return page
+
+
+@pytest.fixture
+def fresh_page(logged_in):
+    """A new browser tab: a Gradio session of its own, with no results yet."""
+    page = _open(logged_in)
+    yield page
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def browser_page(logged_in):
+    """One tab kept across this module's tests (its results, its last job); each test makes what it needs."""
+    page = _open(logged_in)
+    yield page
+    page.close()
+
+
+def _ensure_result(page) -> None:
+    """A finished text-to-image job in this tab (of STEPS steps at SIZE), made here if none was made yet."""
+    page.click("button[role=tab]:has-text('Text to image')")
+    if page.locator("#txt2img-gallery img").count():
+        return
+    page.fill("#txt2img-prompt textarea", "a lighthouse at dusk")
+    for name, value in (("steps", STEPS), ("width", SIZE), ("height", SIZE)):
+        _set_slider(page, f"txt2img-{name}", value)
+    page.click("#txt2img-generate")
+    page.wait_for_selector("#txt2img-gallery img", timeout=180_000)
+    page.wait_for_selector("#txt2img-progress .studio-progress-done", timeout=30_000)
 
 
 def _set_slider(page, element_id: str, value) -> None:
@@ -69,8 +110,9 @@ def _watch_and_wait(page, tab: str, start) -> tuple[list, float]:
     page.evaluate(WATCH_PREVIEW, f"#{tab}-preview")
     t0 = page.evaluate("performance.now()")
     start()
+    page.wait_for_selector(f"#{tab}-progress .studio-progress-done", state="detached", timeout=30_000)  # this job's
     page.wait_for_selector(f"#{tab}-gallery img", timeout=180_000)
-    page.wait_for_selector(f"#{tab}-progress .studio-progress-done", timeout=30_000)
+    page.wait_for_selector(f"#{tab}-progress .studio-progress-done", timeout=180_000)
     return page.evaluate("window.__previews"), t0
 
 
@@ -91,9 +133,9 @@ def _toast(page, text: str) -> None:
             pass
 
 
-def test_instant_buttons_tell_the_user_on_a_fresh_page(browser_page):
+def test_instant_buttons_tell_the_user_on_a_fresh_page(fresh_page):
     """Before anything is generated, the send/reuse buttons answer with a visible toast (not a silent HTTP 500)."""
-    page = browser_page
+    page = fresh_page
     page.click("#txt2img-to-img2img")
     _toast(page, "No result to send yet: generate first.")
     page.click("#txt2img-to-inpaint")
@@ -111,6 +153,7 @@ def test_instant_buttons_tell_the_user_on_a_fresh_page(browser_page):
 
 def test_text_to_image_streams_previews_then_the_result(browser_page):
     page = browser_page
+    page.click("button[role=tab]:has-text('Text to image')")
     page.fill("#txt2img-prompt textarea", "a lighthouse at dusk, dramatic sky, oil painting")
     assert "/75" in page.inner_text("#txt2img-prompt-tokens")
     for name, value in (("steps", STEPS), ("width", SIZE), ("height", SIZE), ("batch-size", 2)):
@@ -140,6 +183,9 @@ def test_text_to_image_streams_previews_then_the_result(browser_page):
     assert "seed 42" in page.inner_text("#txt2img-gallery")  # its caption is visible
     assert page.locator("#txt2img-files a, #txt2img-files button").count() >= 1
     assert page.locator("#txt2img-files .label-clear-button:visible").count() == 0  # downloads only, no "remove" ×
+    # The next job in the same tab streams its own frames too (Gradio updates the live box in place).
+    again, _ = _watch_and_wait(page, "txt2img", lambda: page.click("#txt2img-generate"))
+    assert len({src for src, _ in again if src.startswith("data:")}) >= STEPS - 2, "the second job showed no live frames"
     shot = _shot(page, "1-text-to-image")
     if os.environ.get("STUDIO_UPDATE_SCREENSHOT"):  # the README's picture, refreshed on purpose (tests leave git clean)
         shutil.copyfile(shot, ROOT / "docs" / "screenshot.png")
@@ -147,14 +193,19 @@ def test_text_to_image_streams_previews_then_the_result(browser_page):
 
 def test_step_previews_tab_shows_the_last_job(browser_page):
     page = browser_page
+    _ensure_result(page)
     page.click("button[role=tab]:has-text('Step previews')")
     page.wait_for_selector("#steps-main img", timeout=30_000)
-    assert f"of {STEPS}" in page.inner_text("#steps-caption")
+    caption = re.search(r"Step (\d+) of (\d+) · frame (\d+)/(\d+)", page.inner_text("#steps-caption"))
+    assert caption, page.inner_text("#steps-caption")
+    step, total, frame, frames = (int(v) for v in caption.groups())
+    assert step == total and frame == frames > 1  # the last job's last step, one frame per step
     _shot(page, "4-step-previews")
 
 
 def test_png_info_reads_parameters_and_sends_them(browser_page, engine):
     page = browser_page
+    _ensure_result(page)
     page.click("button[role=tab]:has-text('PNG info')")
     outputs = sorted(Path(engine.settings.outputs).rglob("*.png"), key=lambda p: p.stat().st_mtime)
     page.set_input_files("#pnginfo-image input[type=file]", str(outputs[-1]))
@@ -166,7 +217,7 @@ def test_png_info_reads_parameters_and_sends_them(browser_page, engine):
 
 def test_inpainting_paints_a_mask_and_generates(browser_page):
     page = browser_page
-    page.click("button[role=tab]:has-text('Text to image')")
+    _ensure_result(page)
     page.click("#txt2img-to-inpaint")  # the last result goes to Inpainting
     page.wait_for_selector("#inpaint-editor canvas", timeout=30_000)
     time.sleep(1.0)
@@ -191,7 +242,7 @@ def test_inpainting_paints_a_mask_and_generates(browser_page):
 
 def test_image_to_image_tab_screenshot(browser_page):
     page = browser_page
-    page.click("button[role=tab]:has-text('Text to image')")
+    _ensure_result(page)
     page.click("#txt2img-to-img2img")
     page.wait_for_selector("#img2img-init-image img", timeout=30_000)
     _shot(page, "2-image-to-image")

@@ -50,15 +50,20 @@ SHORTCUTS_JS = """
   const streams = new Map();
   const etaText = (s) => !(s > 0) ? '' : s < 1 ? ' · ETA <1 s' : s < 60 ? ` · ETA ${Math.round(s)} s`
       : ` · ETA ${Math.floor(s / 60)} min ${String(Math.floor(s % 60)).padStart(2, '0')} s`;
+  // Gradio updates the live box in place (the same element, new attributes): a stream is tied to the box's
+  // current data-stream, so the next job's stream replaces the last one's.
   const attach = (box) => {
-    if (streams.has(box)) return;
+    const known = streams.get(box);
+    if (known && known.url === box.dataset.stream) return;
+    if (known) known.source.close();
     const source = new EventSource(box.dataset.stream);
-    streams.set(box, source);
-    const img = box.querySelector('img.studio-live-frame');
+    streams.set(box, { url: box.dataset.stream, source });
+    const frame = () => box.querySelector('img.studio-live-frame');
     const progress = () => document.querySelector(`#${box.dataset.tab}-progress .studio-progress`);
     source.addEventListener('preview', (e) => {
-      const frame = JSON.parse(e.data);
-      img.src = frame.image; img.hidden = false;
+      const picture = JSON.parse(e.data), img = frame();
+      if (!img || box.dataset.stream !== streams.get(box).url) return;
+      img.src = picture.image; img.hidden = false;
       box.dataset.frames = String(Number(box.dataset.frames || 0) + 1);
     });
     source.addEventListener('step', (e) => {
@@ -69,9 +74,9 @@ SHORTCUTS_JS = """
   };
   const sweep = () => {
     document.querySelectorAll('.studio-live[data-stream]').forEach(attach);
-    for (const [box, source] of streams) if (!box.isConnected) { source.close(); streams.delete(box); }
+    for (const [box, known] of streams) if (!box.isConnected) { known.source.close(); streams.delete(box); }
   };
-  new MutationObserver(sweep).observe(document.body, { childList: true, subtree: true });
+  new MutationObserver(sweep).observe(document.body, { childList: true, subtree: true, attributes: true, attributeFilter: ['data-stream'] });
   sweep();
   document.addEventListener('keydown', (e) => {
     if (!(e.ctrlKey || e.metaKey) || e.key !== 'Enter') return;
