@@ -106,22 +106,8 @@ class JobService:
         return self.engine.queue.position(job)
 
     def eta_seconds(self, job: Job) -> float:
-        """Seconds until `job` finishes: the running job's remaining steps plus the queued jobs ahead, at the
-        engine's recent seconds per step."""
-        per_step = self.engine.seconds_per_step
-        if job.done:
-            return 0.0
-        if job.status == "running":
-            return job.last_step.eta_seconds if job.last_step else per_step * _steps(job)
-        position = self.position(job) or 0
-        running = self.engine.running
-        left = 0.0
-        if running is not None and not running.done:
-            step = running.last_step
-            left = step.eta_seconds if step else per_step * _steps(running)
-        queued = self.engine.queue.snapshot()
-        mean = sum(_steps(j) for j in queued) / len(queued) if queued else _steps(job)
-        return left + per_step * (position * mean + _steps(job))
+        """Seconds until `job` finishes (the dispatcher's estimate at the engine's recent seconds per step)."""
+        return self.engine.dispatcher.eta_seconds(job, self.engine.seconds_per_step, self.engine.running_jobs)
 
     # ---- the engine, read only
 
@@ -170,10 +156,3 @@ class JobService:
             return self.job(user, job)
         return job if job is not None and job.owner == user else None
 
-
-def _steps(job: Job) -> int:
-    r = job.request
-    try:
-        return int(r.steps) * int(r.batch_count)
-    except (TypeError, ValueError):
-        return 0
