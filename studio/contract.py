@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 from PIL import Image
 
@@ -87,7 +87,7 @@ class Preview:
     step: int
     total: int
     image: Image.Image  # small; the x0 estimate by default
-    jpeg: Optional[Callable[[], bytes]] = None  # the same picture as JPEG bytes, encoded once when first asked for
+    jpeg: Optional[bytes] = None  # the same picture as JPEG bytes, for streams (plain data: it can cross a process)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,6 @@ from .outputs import OutputStore
 from .pipelines import AttentionChoice, choose_attention, free_device_memory, quiet_library_logs, resolve_device, resolve_dtype
 from .previews import FrameSink
 from .runner import Runner
-from .tasks import PreparedJob  # noqa: F401  (its old home)
 from .validation import validate
 
 log = logging.getLogger(__name__)
@@ -258,12 +257,6 @@ class Engine:
         batch; a request without a model runs on the current one."""
         settings = self.settings
         return BatchPolicy(settings.dynamic_batching, settings.max_batch, settings.batch_wait_ms / 1000, self.current_model)
-
-    # ---- running groups (studio/runner.py)
-
-    def _run(self, job: Job):
-        """Run one job to its terminal event, saving included (benchmarks call this directly, on their thread)."""
-        return self.runner.run_group([job])[job]()
 
     # ---- read-only views for the job service
 

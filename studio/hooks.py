@@ -123,7 +123,7 @@ def deliver(job, step: int, total: int, batch_index: int):
     def hand_over(frames, image):
         if batch_index == 0:
             job.step_frames.append(frames)
-        job.emit(Preview(step, total, image, lambda: frames.live))
+        job.emit(Preview(step, total, image, frames.live))  # on the frame thread: a tiny JPEG, off the sampling path
 
     return hand_over
 

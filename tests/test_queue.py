@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from studio.jobs import Job
-from studio.queueing import FairQueue
+from studio.dispatch import FairQueue
 from studio.contract import GenerationRequest, QueueFullError
 
 

@@ -221,13 +221,19 @@ def test_progress_hook_emits_step_events_with_an_eta_and_reports_the_rate():
     assert len(rates) == 3 and all(rate >= 0 for rate in rates)
 
 
+class FakeStepFrames(str):
+    """Stands for a previews.StepFrames: named by its step, with a live JPEG."""
+
+    live = b"jpeg"
+
+
 class FakeFrames:
     def __init__(self):
         self.submitted = []
 
     def submit(self, step, total, tensors, ready, deliver):
         self.submitted.append((step, total, tensors))
-        deliver(f"frames{step}", Image.new("RGB", (8, 8)))
+        deliver(FakeStepFrames(f"frames{step}"), Image.new("RGB", (8, 8)))
 
 
 def test_preview_hook_captures_at_the_interval_and_at_the_last_step():

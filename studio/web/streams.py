@@ -22,7 +22,7 @@ def sse(kind: str, data: dict) -> bytes:
 
 def _jpeg(event: Preview) -> bytes:
     if event.jpeg is not None:
-        return event.jpeg()
+        return event.jpeg
     from io import BytesIO
 
     buffer = BytesIO()
@@ -50,8 +50,8 @@ def build_stream_router(service) -> APIRouter:
                     if event is None:
                         yield b": keep-alive\n\n"
                         continue
-                    # Inline: a live frame is a tiny JPEG encoded once (a decoded one was encoded by the frame
-                    # thread); a thread hop per event would cost the sampler more than the encoding.
+                    # Inline: the frame thread already encoded the JPEG; a thread hop per event would cost the
+                    # sampler more than base64 and JSON.
                     yield _encode(service, job, event)
                     if isinstance(event, (Finished, Failed, Cancelled)):
                         return
