@@ -106,6 +106,7 @@ class GradioGate:
     # ---- events: every file in the request must be one of the user's uploads
 
     async def _checked_event(self, user: str, scope, receive, send):
+        self.files.sweep()  # at most once a minute: unused uploads go within the hour even when no one uploads
         body = await _read_body(receive)
         if body is None:
             return None  # the client went away
