@@ -11,7 +11,6 @@ ratio are reported, and each image is checked against the same seed's image with
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import tempfile
@@ -27,11 +26,11 @@ PROMPTS = ["a red house by a lake", "a blue boat at dawn", "a forest in autumn",
 
 
 def run_round(engine, users: int, size: int, steps: int, batching: bool, seed0: int):
-    from studio.contract import Finished, GenerationRequest
+    from studio.contract import LOCAL_USER, Finished, GenerationRequest
     from studio.service import JobService
 
-    engine.settings = dataclasses.replace(engine.settings, dynamic_batching=batching)
     service = JobService.for_operator(engine)
+    service.configure(LOCAL_USER, dynamic_batching=batching)
     blocker = service.submit(GenerationRequest("blocker", seed=0, steps=1, width=size, height=size), "blocker")
     jobs = [
         service.submit(GenerationRequest(PROMPTS[u % len(PROMPTS)], seed=seed0 + u, steps=steps, width=size, height=size, sampler_name="Euler"), f"user{u}")

@@ -71,7 +71,6 @@ def main():
         "diffusers_noop_callback": lambda s: with_callback(sides.pipe, device, size, s)[0],
         "diffusers_recording_scheduler": lambda s: recording(sides.pipe, device, size, s)[0],
         "engine_job_previews_off": lambda s: engine_job(sides.engine, size, s, 1, preview="off")[0],
-        "engine_pipe_diffusers_call": lambda s: diffusers_call(sides.engine.models.get(sides.engine.current_model).pipe, device, size, s)[0],
     }
     for fn in variants.values():
         fn(lo)

@@ -157,12 +157,12 @@ def engine_job(engine, size: int, steps: int, batch: int = 1, seed: int = 1, pre
     say when the worker emitted each kind of event. Raises on a failed job."""
     from studio.contract import LOCAL_USER, Finished, GenerationRequest
 
-    if preview is not None and engine.settings.preview != preview:
-        engine.settings = dataclasses.replace(engine.settings, preview=preview)
+    jobs = operator_jobs(engine)
+    if preview is not None and jobs.settings.preview != preview:
+        jobs.configure(LOCAL_USER, preview=preview)
     request = GenerationRequest(
         PROMPT, seed=seed, steps=steps, cfg_scale=7.0, sampler_name=sampler, width=size, height=size, batch_size=batch, **extra
     )
-    jobs = operator_jobs(engine)
     started = time.perf_counter()
     job = jobs.submit(request, LOCAL_USER)
     result = job.wait()
@@ -353,6 +353,8 @@ class Bench:
     def previews(self, sides: Sides, plan: Plan):
         """Cost of previews every step per mode vs previews off (engine, batch 1), and time from job start to the
         first preview frame. vae previews run at their default interval (every 5th step) and every step."""
+        from studio.contract import LOCAL_USER
+
         modes = list(plan.previews)
         runs: dict = {m: {} for m in modes}
         if "vae" in modes:
@@ -368,8 +370,7 @@ class Bench:
                 for mode in sequence:
                     preview = "vae" if mode == "vae_every_step" else mode
                     every = 1 if mode == "vae_every_step" else None
-                    if sides.engine.settings.preview_every != every:
-                        sides.engine.settings = dataclasses.replace(sides.engine.settings, preview_every=every)
+                    operator_jobs(sides.engine).configure(LOCAL_USER, preview_every=every)
                     seconds, job = engine_job(sides.engine, plan.size, steps, 1, preview=preview)
                     runs[mode].setdefault(steps, []).append(seconds)
                     times = job.event_times
@@ -377,7 +378,7 @@ class Bench:
                         first_frame[mode].append(times["Preview"] - times["Started"])
                     if "Started" in times and "Step" in times:
                         first_step[mode].append(times["Step"] - times["Started"])
-        sides.engine.settings = dataclasses.replace(sides.engine.settings, preview="latent", preview_every=None)
+        operator_jobs(sides.engine).configure(LOCAL_USER, preview="latent", preview_every=None)
         out = {"size": plan.size, "steps": [plan.lo, plan.hi], "raw_s": {k: {str(s): v for s, v in d.items()} for k, d in runs.items()}}
         base = its_from(runs["off"][plan.lo], runs["off"][plan.hi], plan.lo, plan.hi) if "off" in runs else None
         for mode, d in runs.items():
@@ -451,13 +452,13 @@ class Bench:
                         d_extra = dict(image=init, mask_image=mask, strength=0.75)
                     seconds, _ = diffusers_call(sides.pipe, self.device, size, steps, 1, task_pipe=task_pipe, **d_extra)
                     diffusers_runs.setdefault(f"{task.value}_{kind}", []).append(seconds + build)
-        model = sides.engine.models.get(sides.engine.current_model)
-        builds = {}
+        builds = {}  # the studio's task_pipeline (from_pipe with the model's dtype) over the same loaded files
+        scheduler_config = dict(sides.pipe.scheduler.config)
         for task in (Task.TXT2IMG, Task.IMG2IMG, Task.INPAINT):
             times = []
             for _ in range(5):
                 started = time.perf_counter()
-                task_pipeline(model.pipe, model.family, task, make_scheduler(find_sampler(SAMPLER), model.scheduler_config), self.dtype)
+                task_pipeline(sides.pipe, sides.spec.family, task, make_scheduler(find_sampler(SAMPLER), scheduler_config), self.dtype)
                 times.append(time.perf_counter() - started)
             builds[task.value] = median(times)
         out = {"steps": steps, "engine_s": {k: median(v) for k, v in engine_runs.items()}, "diffusers_s": {k: median(v) for k, v in diffusers_runs.items()}, "engine_task_pipeline_build_s": builds}
@@ -497,7 +498,8 @@ class Bench:
         return out
 
     def xformers(self, sides: Sides, plan: Plan):
-        """xformers vs SDPA attention, denoising it/s batch 1, on both sides (attention processors switched in place)."""
+        """xformers vs SDPA attention, denoising it/s batch 1, on both sides: the engine as started (SDPA) against a
+        second engine started with --attention xformers; diffusers' pipe with its attention processors switched."""
         from studio.pipelines import _xformers_works
 
         problem = _xformers_works(self.device, self.dtype)
@@ -512,24 +514,26 @@ class Bench:
             return out
         from diffusers.models.attention_processor import AttnProcessor2_0
 
-        engine_pipe = sides.engine.models.get(sides.engine.current_model).pipe
+        engines = {"sdpa": sides.engine}
+        engines["xformers"], _ = sides.start_engine(attention="xformers")
         runs: dict = {}
-        for attention in ("sdpa", "xformers", "sdpa", "xformers"):
-            for pipe in (engine_pipe, sides.pipe):
+        try:
+            for attention in ("sdpa", "xformers", "sdpa", "xformers"):
                 if attention == "xformers":
-                    pipe.enable_xformers_memory_efficient_attention()
+                    sides.pipe.enable_xformers_memory_efficient_attention()
                 else:
-                    pipe.unet.set_attn_processor(AttnProcessor2_0())
-                    pipe.vae.set_attn_processor(AttnProcessor2_0())
-            for rep in range(max(2, plan.reps // 2)):
-                for steps in (plan.lo, plan.hi):
-                    seconds, _ = engine_job(sides.engine, plan.size, steps, 1, preview="latent")
-                    runs.setdefault(f"engine_{attention}", {}).setdefault(steps, []).append(seconds)
-                    seconds, _ = diffusers_call(sides.pipe, self.device, plan.size, steps, 1)
-                    runs.setdefault(f"diffusers_{attention}", {}).setdefault(steps, []).append(seconds)
-        for pipe in (engine_pipe, sides.pipe):
-            pipe.unet.set_attn_processor(AttnProcessor2_0())
-            pipe.vae.set_attn_processor(AttnProcessor2_0())
+                    sides.pipe.unet.set_attn_processor(AttnProcessor2_0())
+                    sides.pipe.vae.set_attn_processor(AttnProcessor2_0())
+                for rep in range(max(2, plan.reps // 2)):
+                    for steps in (plan.lo, plan.hi):
+                        seconds, _ = engine_job(engines[attention], plan.size, steps, 1, preview="latent")
+                        runs.setdefault(f"engine_{attention}", {}).setdefault(steps, []).append(seconds)
+                        seconds, _ = diffusers_call(sides.pipe, self.device, plan.size, steps, 1)
+                        runs.setdefault(f"diffusers_{attention}", {}).setdefault(steps, []).append(seconds)
+        finally:
+            engines["xformers"].stop()
+            sides.pipe.unet.set_attn_processor(AttnProcessor2_0())
+            sides.pipe.vae.set_attn_processor(AttnProcessor2_0())
         for name, d in runs.items():
             out[f"{name}_it_s"] = its_from(d[plan.lo], d[plan.hi], plan.lo, plan.hi)
         out["ratio_xformers_over_sdpa_diffusers"] = ratio(out.get("diffusers_xformers_it_s"), out.get("diffusers_sdpa_it_s"))

@@ -16,6 +16,9 @@ def _default_cache_dir() -> Path:
     return Path(base) / "sd-studio"
 
 
+PREVIEW_MODES = ("latent", "taesd", "vae", "off")
+
+
 @dataclass(frozen=True)
 class Settings:
     model: Optional[str] = None  # None: DEFAULT_MODEL, falling back to `tiny` when it cannot be had
@@ -55,7 +58,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cuda, cuda:N, mps or cpu")
     g.add_argument("--dtype", default="auto", choices=["auto", "fp16", "bf16", "fp32"], help="auto: fp16 on CUDA, fp32 elsewhere")
     g.add_argument("--attention", default="auto", choices=["auto", "xformers", "sdpa"])
-    g.add_argument("--preview", default="latent", choices=["latent", "taesd", "vae", "off"])
+    g.add_argument("--preview", default="latent", choices=list(PREVIEW_MODES))
     g.add_argument("--preview-every", type=int, default=None, metavar="N", help="preview every N steps (default 1; 5 for vae)")
     g.add_argument("--max-models", type=int, default=1, help="models kept loaded at once (least recently used goes first)")
     g.add_argument("--max-size", type=int, default=2048)

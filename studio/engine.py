@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Optional
 
@@ -17,13 +16,14 @@ import torch
 
 from .access import match_offered, offered_models, refusal
 from .checkpoints import ModelCache, ModelError, default_model_name, list_checkpoints
-from .config import DEFAULT_MODEL, Settings
+from .config import DEFAULT_MODEL, PREVIEW_MODES, Settings
 from .contract import Cancelled, Failed, GenerationRequest, RequestError
 from .dispatch import BatchPolicy, Dispatcher
 from .jobs import Job, JobRegistry
 from .outputs import OutputStore
 from .pipelines import AttentionChoice, choose_attention, free_device_memory, quiet_library_logs, resolve_device, resolve_dtype
-from .previews import FrameSink
+from .previews import PreviewService
+from .results import ResultWriter
 from .runner import Runner
 from .validation import validate
 
@@ -45,16 +45,16 @@ class EngineInfo:
 
 class EngineThreads:
     """The engine's threads, owned in one place so that stop() leaves none behind: the worker (torch runs on it
-    only), the preview-frame thread, and the saver (FIFO: a job's saves, then its event)."""
+    only), the preview service's frame thread, and the result writer's saver (a job's PNGs, then its event)."""
 
-    def __init__(self):
-        self.frames = FrameSink()
-        self.saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="saver")
+    def __init__(self, previews: PreviewService, results: ResultWriter):
+        self.previews = previews
+        self.results = results
         self._worker: Optional[threading.Thread] = None
 
     def start(self, work) -> None:
         """Start the frame thread, then the worker running work()."""
-        self.frames.start()
+        self.previews.start()
         self._worker = threading.Thread(target=work, name="engine-worker", daemon=True)
         self._worker.start()
 
@@ -63,8 +63,8 @@ class EngineThreads:
         saver, so images already made are written before the engine stops."""
         if self._worker is not None and self._worker is not threading.current_thread():
             self._worker.join(timeout=timeout)
-        self.frames.stop(timeout)
-        self.saver.shutdown(wait=True)
+        self.previews.stop(timeout)
+        self.results.stop()
 
 
 class Engine:
@@ -81,11 +81,14 @@ class Engine:
         self.models = ModelCache(settings, self.device, self.dtype, self.attention)
         self.dispatcher = Dispatcher(settings.max_queue_per_user, self._batch_policy)
         self.jobs = JobRegistry(max_frames_bytes=settings.max_frames_mb * 1024 * 1024)  # each owner's recent jobs, found by id
-        self.threads = EngineThreads()
+        self.threads = EngineThreads(
+            PreviewService(self.device, self.dtype, taesd_loader),
+            ResultWriter(outputs, on_finished=lambda job: self.jobs.trim()),  # a finished job's frames count against the budget
+        )
         self.current_model: Optional[str] = None
         self.notice: Optional[str] = None
         self.running_jobs: list[Job] = []  # several when jobs of different users share one batch
-        self.runner = Runner(self, taesd_loader)  # prepares and runs each group on the device
+        self.runner = Runner(self)  # prepares and runs each group on the device
         self.seconds_per_step = 0.0  # of the last job that ran: queue ETAs use it
 
     # ---- life cycle
@@ -208,11 +211,11 @@ class Engine:
         self.running_jobs = group
         failed = True
         try:
-            finishers = self.runner.run_group(group)
-            self.threads.frames.flush()  # every preview reaches its job before the job's final images
-            for member, finish in finishers.items():
+            results = self.runner.run_group(group)
+            self.threads.previews.flush()  # every preview reaches its job before the job's final images
+            for member, (images, skipped) in results.items():
                 # Saving (PNG encoding, fsync) happens on the saver thread while the next job samples.
-                self.threads.saver.submit(self._finish, member, finish)
+                self.threads.results.write(member, images, skipped)
             failed = False
         except torch.cuda.OutOfMemoryError:
             log.warning("%s ran out of GPU memory", ", ".join(j.id for j in group))
@@ -228,19 +231,9 @@ class Engine:
                               "try again, and tell the operator if it happens again.")
         finally:
             self.running_jobs = []
-            self.threads.frames.flush()
+            self.threads.previews.flush()
             if failed or any(j.cancel_requested.is_set() for j in group):
                 free_device_memory(self.device)
-
-    def _finish(self, job: Job, finish) -> None:
-        try:
-            event = finish()
-        except Exception:  # e.g. a full disk: this job fails, the studio goes on
-            log.exception("%s: saving failed", job.id)
-            event = Failed("The images could not be saved on the server (the reason is in the server's log); "
-                           "tell the operator.")
-        job.finish(event)
-        self.jobs.trim()  # its frames now count against the store's budget like any finished job's
 
     @property
     def running(self) -> Optional[Job]:
@@ -257,6 +250,27 @@ class Engine:
         batch; a request without a model runs on the current one."""
         settings = self.settings
         return BatchPolicy(settings.dynamic_batching, settings.max_batch, settings.batch_wait_ms / 1000, self.current_model)
+
+    # ---- settings an admin may change while the engine runs
+
+    LIVE_SETTINGS = ("preview", "preview_every", "dynamic_batching")
+
+    def configure(self, **changes) -> Settings:
+        """Replace live settings (LIVE_SETTINGS) for the jobs that start from now on; the others need a restart.
+        Raises RequestError for an unknown name or a bad value. Returns the settings now in force."""
+        unknown = sorted(set(changes) - set(self.LIVE_SETTINGS))
+        if unknown:
+            raise RequestError(f"These settings cannot change while the studio runs: {', '.join(unknown)}.")
+        if "preview" in changes and changes["preview"] not in PREVIEW_MODES:
+            raise RequestError(f"preview must be one of {', '.join(PREVIEW_MODES)}.")
+        every = changes.get("preview_every")
+        if every is not None and (not isinstance(every, int) or isinstance(every, bool) or every < 1):
+            raise RequestError("preview_every must be a whole number of steps, 1 or more (or None: every step).")
+        if "dynamic_batching" in changes and not isinstance(changes["dynamic_batching"], bool):
+            raise RequestError("dynamic_batching must be true or false.")
+        # One assignment: the worker reads self.settings once per group, so a group never sees half a change.
+        self.settings = replace(self.settings, **changes)
+        return self.settings
 
     # ---- read-only views for the job service
 

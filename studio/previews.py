@@ -244,3 +244,36 @@ def load_taesd(family: str):
         if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
             raise RuntimeError(f"{taesd_id} is not in the Hugging Face cache and HF_HUB_OFFLINE is set") from None
         return AutoencoderTiny.from_pretrained(taesd_id)
+
+
+class PreviewService:
+    """Previews of running jobs: one decoder per (model, preview mode), kept while its model stays loaded, and the
+    frame thread (FrameSink) that turns each step's tensors into pictures for the job."""
+
+    def __init__(self, device: torch.device, dtype: torch.dtype, taesd_loader=None):
+        self.device, self.dtype = device, dtype
+        self.frames = FrameSink()
+        self._taesd_loader = taesd_loader or load_taesd
+        self._decoders: dict[tuple[str, str], PreviewDecoder] = {}
+
+    def start(self) -> None:
+        self.frames.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Deliver the frames already queued, then end the frame thread."""
+        self.frames.stop(timeout)
+
+    def flush(self) -> None:
+        """Return once every queued frame has reached its job (before a job's final images)."""
+        self.frames.flush()
+
+    def decoder(self, mode: str, model, loaded_names: list[str]) -> PreviewDecoder | None:
+        """The decoder for `model` (a checkpoints.LoadedModel) in preview `mode` (None when previews are off).
+        Decoders of models no longer in `loaded_names` are dropped when a new one is built. Worker thread only."""
+        if mode == "off":
+            return None
+        key = (model.name, mode)
+        if key not in self._decoders:
+            self._decoders = {k: v for k, v in self._decoders.items() if k[0] in loaded_names}
+            self._decoders[key] = PreviewDecoder(mode, model.family, model.pipe.vae, self.device, self.dtype, taesd_loader=self._taesd_loader)
+        return self._decoders[key]

@@ -13,12 +13,12 @@ from typing import Optional
 
 from . import __version__
 from .checkpoints import LoadedModel
-from .contract import Cancelled, Finished, GenerationRequest, SavedImage, Started, Task
+from .contract import GenerationRequest, Started, Task
 from .hooks import CancelHook, HookChain, PreviewHook, ProgressHook, StepClock
 from .jobs import Job
 from .metadata import build_infotext
 from .pipelines import generators, job_pipeline, make_scheduler
-from .previews import PreviewDecoder, load_taesd
+from .previews import PreviewDecoder
 from .samplers import find_sampler
 from .tasks import PreparedJob, pipeline_arguments, prepare, task_spec
 
@@ -27,17 +27,15 @@ log = logging.getLogger(__name__)
 
 class Runner:
     """Runs groups for `engine`, whose names it reads anew each time (settings may be replaced while it runs):
-    settings, models, current_model, device, dtype, outputs, threads.frames; it sets seconds_per_step and, when a
+    settings, models, current_model, device, dtype, threads.previews; it sets seconds_per_step and, when a
     preview decoder has a note, adds it to notice."""
 
-    def __init__(self, engine, taesd_loader=None):
+    def __init__(self, engine):
         self.engine = engine
-        self._taesd_loader = taesd_loader
-        self._decoders: dict[str, PreviewDecoder] = {}
 
     def run_group(self, jobs: list[Job]) -> dict:
-        """Run jobs that share a model and settings. Returns, per job, a function that saves its images and gives
-        its terminal event."""
+        """Run jobs that share a model and settings. Returns, per job, (images, skipped): its (PIL image,
+        infotext, seed) triples for the result writer, and whether it was skipped part-way."""
         engine = self.engine
         first = jobs[0].request
         model = engine.models.get(first.model or engine.current_model)
@@ -46,7 +44,7 @@ class Runner:
         prepared = {job: prepare(job.request, model.default_size, engine.settings.max_size) for job in jobs}
         for job in jobs:
             job.emit(Started(model.name, prepared[job].seeds, prepared[job].notes + model.notes))
-        results: dict = {job: [] for job in jobs}  # (image, infotext, seed), saved by the finisher
+        results: dict = {job: [] for job in jobs}  # (image, infotext, seed), saved by the result writer
         clock = StepClock()
         skipped: set = set()
         for batch_index in range(first.batch_count):  # several jobs only ever have batch_count 1
@@ -61,7 +59,7 @@ class Runner:
             pipe_task = prepared[jobs[0]].task
             self._run_call(model, sampler, pipe_task, prepared, slices, hooks, results, skipped)
         engine.seconds_per_step = clock.seconds_per_step or engine.seconds_per_step
-        return {job: self.finisher(job, results[job], job in skipped) for job in jobs}
+        return {job: (results[job], job in skipped) for job in jobs}
 
     def _run_call(self, model: LoadedModel, sampler, task: Task, prepared: dict, slices: dict, hooks: HookChain, results: dict, skipped: set) -> None:
         """One pipeline call for `slices` (job → its seeds in this call); each job's images, post-processed by
@@ -91,44 +89,19 @@ class Runner:
         every = engine.settings.preview_interval()
         hooks = [CancelHook(), ProgressHook(clock, self._note_rate)]
         if decoder is not None:
-            hooks.append(PreviewHook(decoder, every, engine.threads.frames))
+            hooks.append(PreviewHook(decoder, every, engine.threads.previews.frames))
         return HookChain(hooks, slices, batch_index, batch_count)
 
     def _note_rate(self, seconds_per_step: float) -> None:
         self.engine.seconds_per_step = seconds_per_step or self.engine.seconds_per_step  # live, for queue ETAs
 
-    def finisher(self, job: Job, results: list, skipped: bool):
-        def finish():
-            if job.cancel_requested.is_set():
-                return Cancelled()
-            saved = [
-                SavedImage(str(self.engine.outputs.save_png(image, text, seed, owner=job.owner)), seed, text)
-                for image, text, seed in results
-            ]
-            return Finished(saved, skipped)
-
-        return finish
-
     def decoder(self, model: LoadedModel) -> Optional[PreviewDecoder]:
-        """The preview decoder for `model` in the current preview mode (kept while the model stays loaded)."""
+        """The preview decoder for `model` in the current preview mode (None when previews are off)."""
         engine = self.engine
-        if engine.settings.preview == "off":
-            return None
-        key = f"{model.name}|{engine.settings.preview}"
-        if key not in self._decoders:
-            decoder = PreviewDecoder(
-                engine.settings.preview,
-                model.family,
-                model.pipe.vae,
-                engine.device,
-                engine.dtype,
-                taesd_loader=self._taesd_loader or load_taesd,
-            )
-            if decoder.note:
-                engine.notice = ((engine.notice + " ") if engine.notice else "") + decoder.note
-            self._decoders = {k: v for k, v in self._decoders.items() if k.split("|")[0] in engine.models.loaded_names()}
-            self._decoders[key] = decoder
-        return self._decoders[key]
+        decoder = engine.threads.previews.decoder(engine.settings.preview, model, engine.models.loaded_names())
+        if decoder is not None and decoder.note and decoder.note not in (engine.notice or ""):
+            engine.notice = ((engine.notice + " ") if engine.notice else "") + decoder.note
+        return decoder
 
     def warm_up(self) -> None:
         """A short txt2img on the current model, so the first job runs warm; its rate is a first queue ETA."""

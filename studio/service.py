@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from .access import Access
-from .contract import GenerationRequest
+from .contract import GenerationRequest, RequestError
 from .history import safe_output_file
 from .jobs import Job
 from .links import result_relative, result_url
@@ -109,6 +109,15 @@ class JobService:
         """Seconds until `job` finishes (the dispatcher's estimate at the engine's recent seconds per step)."""
         return self.engine.dispatcher.eta_seconds(job, self.engine.seconds_per_step, self.engine.running_jobs)
 
+    # ---- the engine's settings
+
+    def configure(self, user: str, client_host: Optional[str] = None, **changes):
+        """An admin changes live settings (previews, dynamic batching: Engine.LIVE_SETTINGS) for the jobs that start
+        from now on. Raises RequestError for anyone else, an unknown name or a bad value. Returns the settings."""
+        if not self.is_admin(user, client_host):
+            raise RequestError("Only an admin can change the studio's settings.")
+        return self.engine.configure(**changes)
+
     # ---- the engine, read only
 
     def info(self):
@@ -117,7 +126,7 @@ class JobService:
 
     @property
     def settings(self):
-        """The engine's settings (limits, previews): read each time, as a benchmark may swap them."""
+        """The engine's settings (limits, previews): read each time, as configure() may replace them."""
         return self.engine.settings
 
     def models(self) -> list[str]:

@@ -12,6 +12,10 @@ import httpx
 from PIL import Image
 from server_support import SMALL, free_port, live_server
 
+from studio.config import Settings
+from studio.engine import Engine
+from studio.outputs import OutputStore
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -120,15 +124,17 @@ def test_kill_9_while_saving(tmp_path, studio_cache):
                 image.load()
                 assert image.info.get("parameters", "").startswith("fuzz") is False
                 assert "Seed:" in image.info["parameters"]
-    process, client = _start(tmp_path, outputs, studio_cache, port)
+    # The restart: the same engine and app assembly as the killed server's, in this process (a second server
+    # process would only repeat the import and start-up the first one already showed).
+    settings = Settings(model="tiny", outputs=outputs, cache_dir=studio_cache, warmup=False, preview="off")
+    engine = Engine(settings, OutputStore(settings.outputs)).start()
     try:
-        history = client.get("/studio/api/history?limit=1000").json()
-        on_disk = _pngs_on_disk(outputs)
-        assert {item["file"] for item in history["items"]} == on_disk and history["total"] == len(on_disk)
-        assert not list(outputs.rglob("*.partial"))
+        with live_server(engine, users={"kim": "kim-pw"}, admins=()) as server, httpx.Client(base_url=server.url, auth=("kim", "kim-pw")) as client:
+            history = client.get("/studio/api/history?limit=1000").json()
+            on_disk = _pngs_on_disk(outputs)
+            assert {item["file"] for item in history["items"]} == on_disk and history["total"] == len(on_disk)
+            assert not list(outputs.rglob("*.partial"))
     finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        client.close()
+        engine.stop()
     print(f"\nkill -9: {kills} kills while saving, {len(on_disk)} whole PNGs on disk, {partials_seen} unfinished "
           f"(hidden .partial) files seen after a kill and cleaned at restart, 0 truncated PNGs")

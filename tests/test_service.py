@@ -115,3 +115,26 @@ def test_results_are_reached_by_the_users_own_paths(service):
     assert service.output_file("dave", relative) == service.outputs.owner_root("dave").resolve() / relative
     assert service.output_file("erin", relative) is None
     assert service.result_url("dave", path).endswith(relative)
+
+
+def test_an_admin_changes_live_settings_for_the_next_jobs(service):
+    from studio.contract import RequestError
+
+    before = service.settings
+    with pytest.raises(RequestError, match="Only an admin"):
+        service.configure("bob", preview="off")
+    for bad in (dict(preview="pixels"), dict(preview_every=0), dict(preview_every="2"), dict(dynamic_batching="yes"), dict(max_steps=1000)):
+        with pytest.raises(RequestError):
+            service.configure("root", **bad)
+    assert service.settings == before  # nothing half-applied
+    try:
+        service.configure("root", preview="off")
+        quiet = service.submit(GenerationRequest("no previews now", **TINY), "bob")
+        assert isinstance(quiet.wait(60), Finished)
+        assert quiet.step_frames == [] and quiet.last_preview is None
+        service.configure("root", preview="latent", preview_every=2)
+        job = service.submit(GenerationRequest("every second step", steps=4, width=64, height=64, seed=3), "bob")
+        assert isinstance(job.wait(60), Finished)
+        assert [frames.step for frames in job.step_frames] == [2, 4]
+    finally:
+        service.configure("root", preview=before.preview, preview_every=before.preview_every)

@@ -164,15 +164,15 @@ def test_the_ui_model_field_follows_the_model_rule(server, engine):
 
 
 def test_ui_clicks_share_the_fair_queue(server, engine):
-    """alice fires 20 generations from 20 browser sessions, then bob one: bob's starts before alice's third."""
-    alices = [client(server, "alice") for _ in range(20)]
+    """alice fires 6 generations from 6 browser sessions, then bob one: bob's starts before alice's third."""
+    alices = [client(server, "alice") for _ in range(6)]
     bob = client(server, "bob")
     order, stop = [], threading.Event()
     watcher = record_start_order(engine, stop, order)
     try:
         jobs = [c.submit(api_name="/txt2img", **dict(SMALL, steps=3, seed=i)) for i, c in enumerate(alices)]
         deadline = time.time() + 30
-        while sum(1 for j in engine.queue.snapshot() if j.owner == "alice") < 15 and time.time() < deadline:
+        while sum(1 for j in engine.queue.snapshot() if j.owner == "alice") < 4 and time.time() < deadline:
             time.sleep(0.02)
         bobs = bob.submit(api_name="/txt2img", **dict(SMALL, steps=3, seed=99))
         bobs.result(timeout=180)
@@ -187,7 +187,7 @@ def test_ui_clicks_share_the_fair_queue(server, engine):
 
 
 def test_the_per_user_queue_cap_applies_to_the_ui(server, engine):
-    alices = [client(server, "alice") for _ in range(8)]
+    alices = [client(server, "alice") for _ in range(6)]
     saved = engine.queue.max_per_owner
     engine.queue.max_per_owner = 3
     try:
@@ -199,7 +199,7 @@ def test_the_per_user_queue_cap_applies_to_the_ui(server, engine):
             except Exception as exc:
                 assert "jobs waiting" in str(exc), exc
                 refused += 1
-        assert refused >= 3, refused
+        assert refused >= 2, refused  # 6 clicks, at most 1 running and 3 queued
     finally:
         engine.queue.max_per_owner = saved
 
