@@ -18,6 +18,7 @@ is in bench/).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -104,7 +105,8 @@ class GraphedForward:
     """Replaces a module's forward: compiled calls for a new shape, then a CUDA graph replayed for it from then on.
 
     Keyed by the shapes, dtypes and devices of every tensor argument and the values of the others. Shapes beyond
-    MAX_GRAPHS, or a capture that fails, run the compiled forward without a graph."""
+    MAX_GRAPHS, or a capture that fails, run the compiled forward without a graph; so does every call while a job's
+    step hooks need Python to run inside the UNet (graphs_paused), since a replayed graph skips it."""
 
     def __init__(self, compiled: Callable, use_graphs: bool):
         self.compiled = compiled
@@ -112,11 +114,12 @@ class GraphedForward:
         self.graphs: dict = {}
         self.calls: dict = {}
         self.failed: set = set()
-        self.pool = torch.cuda.graph_pool_handle() if use_graphs else None
+        self.pool = None  # the graphs' shared memory pool, made at the first capture
+        self.paused = 0  # > 0 while a job runs hooks that are not graph-safe (graphs_paused)
         self._lock = threading.Lock()
 
     def __call__(self, *args, **kwargs):
-        if not self.use_graphs or torch.is_grad_enabled():
+        if not self.use_graphs or self.paused or torch.is_grad_enabled():
             return self.compiled(*args, **kwargs)
         flat: list = []
         key = _flatten((args, kwargs), flat)
@@ -127,6 +130,8 @@ class GraphedForward:
                 self.calls[key] = seen + 1
                 if seen >= WARMUP_CALLS and len(self.graphs) < MAX_GRAPHS:
                     try:
+                        if self.pool is None:
+                            self.pool = torch.cuda.graph_pool_handle()
                         graph = self.graphs[key] = _Graph(self.compiled, args, kwargs, self.pool)
                     except Exception as exc:  # e.g. an op that synchronizes: keep running compiled, uncaptured
                         self.failed.add(key)
@@ -135,6 +140,22 @@ class GraphedForward:
             if graph is not None:
                 return graph(flat)
         return self.compiled(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def graphs_paused(pipe, pause: bool = True):
+    """Run `pipe` without replaying CUDA graphs while `pause` (a job whose step hooks are not graph-safe: a graph
+    replay skips Python inside the UNet, such as an attention processor that records maps). Compiled code still
+    runs. No effect on a pipeline that is not in fast mode."""
+    forward = getattr(getattr(pipe, "unet", None), "forward", None)
+    if not pause or not isinstance(forward, GraphedForward):
+        yield
+        return
+    forward.paused += 1
+    try:
+        yield
+    finally:
+        forward.paused -= 1
 
 
 def _compile(fn: Callable, backend: str) -> Callable:

@@ -14,6 +14,7 @@ from typing import Optional
 from . import __version__
 from .checkpoints import LoadedModel
 from .contract import GenerationRequest, Started, Task
+from .fast import graphs_paused
 from .hooks import CancelHook, HookChain, PreviewHook, ProgressHook, StepClock
 from .jobs import Job
 from .metadata import build_infotext
@@ -70,7 +71,8 @@ class Runner:
         arguments = pipeline_arguments(lead.request, prepared[lead], slices[lead])
         if len(slices) > 1:
             arguments.update(group_arguments(slices))
-        images = iter(pipe(**arguments, callback_on_step_end=hooks).images)
+        with graphs_paused(pipe, not hooks.graph_safe):
+            images = iter(pipe(**arguments, callback_on_step_end=hooks).images)
         for job, seeds in slices.items():
             mine = [next(images) for _ in seeds]
             if job.cancel_requested.is_set():

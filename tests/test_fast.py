@@ -9,13 +9,14 @@ and the settings flag.
 from __future__ import annotations
 
 import argparse
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 from studio.config import Settings, add_engine_arguments, settings_from_args
-from studio.fast import GraphedForward, _flatten, _rebuild, apply_fast, is_fast
+from studio.fast import GraphedForward, _flatten, _rebuild, apply_fast, graphs_paused, is_fast
 
 
 def _tiny(studio_cache):
@@ -61,6 +62,25 @@ def test_graphed_forward_without_graphs_is_the_function():
     with torch.no_grad():
         out = wrapped(torch.ones(2, 3), torch.tensor(1.0), extra={"a": torch.zeros(1)})
     assert torch.equal(out[0], torch.full((2, 3), 3.0)) and calls == [(2, 3)]
+
+
+def test_hooks_that_are_not_graph_safe_pause_graph_replay():
+    """While a job's hooks need Python inside the UNet, its calls go to the compiled forward and count toward no
+    graph; afterwards graph bookkeeping resumes (the capture itself needs CUDA: bench/ measures it)."""
+    calls = []
+    forward = GraphedForward(lambda x: calls.append(x) or x * 2, use_graphs=True)
+    pipe = SimpleNamespace(unet=SimpleNamespace(forward=forward))
+    x = torch.ones(2)
+    with graphs_paused(pipe, pause=True), torch.no_grad():
+        for _ in range(5):
+            assert torch.equal(forward(x), x * 2)
+        assert forward.calls == {} and forward.graphs == {}
+    assert forward.paused == 0
+    with graphs_paused(pipe, pause=False), torch.no_grad():  # graph-safe hooks: bookkeeping as usual (pipelines run without grad)
+        forward(x)
+    assert list(forward.calls.values()) == [1] and len(calls) == 6
+    with graphs_paused(SimpleNamespace(unet=SimpleNamespace(forward=lambda x: x)), pause=True):
+        pass  # a pipeline not in fast mode: nothing to pause
 
 
 def test_flatten_keys_and_rebuilds():
