@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from .harness import PROMPT, SAMPLER, Sides, diffusers_call, engine_job, median, sync
 from .models import SPECS, model_folder
+from .sides import PROMPT, SAMPLER, Sides, diffusers_call, engine_job, median, sync
 
 
 def main():

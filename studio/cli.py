@@ -34,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--denoising-strength", type=float, default=0.75)
     gen.add_argument("--mask", type=Path, default=None, help="inpainting mask: white = repaint (needs --init-image)")
     gen.add_argument("--mask-blur", type=int, default=4, help="pixels of blur at the mask's edge")
+    gen.add_argument("--styles", action="append", default=[], metavar="NAME", help="a style from --styles-file, applied to the prompts (repeat for several)")
+    gen.add_argument("--clip-skip", type=int, default=1, metavar="N", help="stop the text encoder N-1 layers early (A1111's Clip skip; default 1)")
+    gen.add_argument("--vae", default=None, metavar="FILE", help="a VAE file's name in --vae-dir (default: the model's own)")
     gen.add_argument("--out", type=Path, default=None, help="outputs folder (same as --outputs)")
     gen.add_argument("-v", "--verbose", action="store_true")
     return parser
@@ -79,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         mask=mask,
         denoising_strength=args.denoising_strength,
         mask_blur=args.mask_blur,
+        styles=tuple(args.styles),
+        clip_skip=args.clip_skip,
+        vae=args.vae,
     )
     engine = None
     try:

@@ -43,6 +43,10 @@ class Settings:
     warmup: bool = True
     fast: bool = False  # torch.compile + CUDA graphs + channels-last + fused QKV (studio/fast.py); slower start
     cache_dir: Path = field(default_factory=_default_cache_dir)
+    lora_dir: Optional[Path] = Path("models/Lora")  # A1111's folders, read where the studio starts
+    embeddings_dir: Optional[Path] = Path("embeddings")
+    vae_dir: Optional[Path] = Path("models/VAE")
+    styles_file: Optional[Path] = Path("styles.csv")
 
     def preview_interval(self) -> int:
         if self.preview_every:
@@ -79,6 +83,11 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--no-warmup", dest="warmup", action="store_false", help="skip the warm-up generation at start")
     g.add_argument("--fast", action="store_true", help="fast mode: compile the UNet and VAE (and CUDA graphs on a GPU) at start; minutes of start-up")
 
+    g = parser.add_argument_group("prompts: LoRA, embeddings, styles, VAE (A1111's folders work as they are)")
+    g.add_argument("--lora-dir", type=Path, default=Settings.lora_dir, metavar="DIR", help="LoRA / LyCORIS .safetensors files for <lora:name:weight> (default: models/Lora)")
+    g.add_argument("--embeddings-dir", type=Path, default=Settings.embeddings_dir, metavar="DIR", help="textual-inversion embeddings, used by file name in prompts (default: embeddings)")
+    g.add_argument("--vae-dir", type=Path, default=Settings.vae_dir, metavar="DIR", help="VAE files to choose from (default: models/VAE)")
+    g.add_argument("--styles-file", type=Path, default=Settings.styles_file, metavar="CSV", help="A1111's styles.csv: name, prompt, negative_prompt (default: styles.csv)")
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     if args.preview_every is not None and args.preview_every < 1:
@@ -104,5 +113,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         warmup=args.warmup,
         fast=getattr(args, "fast", False),
         max_image_pixels=max(64 * 64, args.max_image_pixels),
+        lora_dir=args.lora_dir,
+        embeddings_dir=args.embeddings_dir,
+        vae_dir=args.vae_dir,
+        styles_file=args.styles_file,
         **({"cache_dir": args.cache_dir} if args.cache_dir else {}),
     )

@@ -50,6 +50,9 @@ class GenerationRequest:
     denoising_strength: float = 0.75
     mask_blur: int = 4
     model: Optional[str] = None  # None: the model the engine has loaded
+    clip_skip: int = 1  # A1111's CLIP_stop_at_last_layers: 1 = the text encoder's last layer
+    styles: tuple[str, ...] = ()  # names in the styles file, applied in order before anything else
+    vae: Optional[str] = None  # a file name in the VAE folder; None / "Automatic": the model's own VAE
 
     @property
     def task(self) -> Task:
@@ -106,6 +109,7 @@ class Finished:
 @dataclass(frozen=True)
 class Failed:
     message: str
+    bad_request: bool = False  # the request could not be run as asked (an unknown VAE, a prompt too long): not the server's fault
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from typing import Callable, Optional, Sequence
 
 from .contract import Cancelled, GenerationRequest, QueueFullError, Queued
 from .jobs import Job
+from .prompts.syntax import extract_network_tags
 from .tasks import batchable
 
 
@@ -126,7 +127,16 @@ class BatchPolicy:
         if not batchable(request):  # the task registry's rule (studio/tasks.py)
             return None
         model = request.model or self.default_model
-        return (model, request.width, request.height, request.steps, request.sampler_name, float(request.cfg_scale))
+        return (model, request.width, request.height, request.steps, request.sampler_name, float(request.cfg_scale), prompt_setup(request))
+
+
+def prompt_setup(request: GenerationRequest) -> tuple:
+    """What jobs sharing one call must agree on beyond the sampling settings: the LoRAs written in the prompt (they
+    change the model for the whole call), styles (they may add LoRAs), CLIP skip and the VAE."""
+    _text, tags, _warnings = extract_network_tags(request.prompt)
+    loras = tuple(sorted((tag.name, tag.te_multiplier, tag.unet_multiplier) for tag in tags))
+    vae = (request.vae or "").strip().lower() or "automatic"
+    return (loras, tuple(request.styles), request.clip_skip, vae)
 
 
 class Dispatcher:

@@ -18,6 +18,7 @@ from .access import match_offered, offered_models, refusal
 from .checkpoints import ModelCache, ModelError, default_model_name, list_checkpoints
 from .config import DEFAULT_MODEL, PREVIEW_MODES, Settings
 from .contract import Cancelled, Failed, GenerationRequest, RequestError
+from .conditioning import PromptLibrary, encoder_dims
 from .dispatch import BatchPolicy, Dispatcher
 from .jobs import Job, JobRegistry
 from .outputs import OutputStore
@@ -79,6 +80,7 @@ class Engine:
         self.attention: AttentionChoice = choose_attention(settings.attention, self.device, self.dtype)
         log.info("Device %s, dtype %s, attention %s (%s)", self.device, self.dtype, self.attention.backend, self.attention.reason)
         self.models = ModelCache(settings, self.device, self.dtype, self.attention)
+        self.prompt_library = PromptLibrary.from_settings(settings, hashes=self.models.hashes)  # styles, LoRAs, embeddings, VAEs
         self.dispatcher = Dispatcher(settings.max_queue_per_user, self._batch_policy)
         self.jobs = JobRegistry(max_frames_bytes=settings.max_frames_mb * 1024 * 1024)  # each owner's recent jobs, found by id
         self.threads = EngineThreads(
@@ -221,7 +223,7 @@ class Engine:
             log.warning("%s ran out of GPU memory", ", ".join(j.id for j in group))
             self._fail(group, "Out of GPU memory: try a smaller size or batch, or fewer models kept loaded.")
         except RequestError as exc:
-            self._fail(group, str(exc))
+            self._fail(group, str(exc), bad_request=True)
         except ModelError as exc:  # the detail (paths, the library's words) is for the operator's log only
             log.warning("%s: %s", ", ".join(j.id for j in group), exc)
             self._fail(group, exc.public_message)
@@ -241,9 +243,9 @@ class Engine:
         jobs = self.running_jobs
         return jobs[0] if jobs else None
 
-    def _fail(self, jobs: list[Job], message: str) -> None:
+    def _fail(self, jobs: list[Job], message: str, bad_request: bool = False) -> None:
         for job in jobs:
-            job.finish(Cancelled() if job.cancel_requested.is_set() else Failed(message))
+            job.finish(Cancelled() if job.cancel_requested.is_set() else Failed(message, bad_request))
 
     def _batch_policy(self) -> BatchPolicy:
         """Dynamic batching as the settings say now: compatible txt2img jobs of different users share one UNet
@@ -273,6 +275,12 @@ class Engine:
         return self.settings
 
     # ---- read-only views for the job service
+
+    def embeddings_listing(self) -> dict:
+        """The embeddings folder split into those that fit the current model and those that do not."""
+        model = next((m for m in self.models.loaded_models() if m.name == self.current_model), None)
+        dims = encoder_dims(model.pipe) if model is not None and model.pipe is not None else ()
+        return self.prompt_library.embeddings.listing(dims)
 
     def model_hashes(self) -> dict[str, Optional[str]]:
         """Name → A1111 short hash of each model loaded now (a snapshot; safe from any thread)."""

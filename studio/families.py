@@ -51,6 +51,20 @@ class ConfigFolder:
 
 
 @dataclass(frozen=True)
+class PromptEncoding:
+    """How A1111 turns this family's prompts into conditioning (studio/prompts/encode.py follows it)."""
+
+    second_encoder: bool = False  # a second tokenizer/text encoder pair, side by side on the feature axis, pooled output
+    penultimate_layer: bool = False  # the next-to-last hidden state, without the final layer norm
+    honours_clip_skip: bool = True  # A1111 ignores CLIP skip for SD 2.x (its encoder is already cut) and SDXL
+    zeros_for_empty_negative: bool = False  # an empty negative prompt is all zeros, not the empty prompt's encoding
+
+
+# kohya's ss_base_model_version for LoRAs trained on a two-encoder (SDXL) model starts with this
+KOHYA_TWO_ENCODER_BASE = "sdxl"
+
+
+@dataclass(frozen=True)
 class FileFamily:
     """What a single-file checkpoint was detected as."""
 
@@ -73,6 +87,7 @@ class Family:
     taesd_id: str  # hub id of the tiny autoencoder for taesd previews
     configs: tuple[ConfigFolder, ...]  # the single-file checkpoint kinds, the plain text-to-image one first
     is_pipeline: Callable[[str, int | None], bool]  # (pipeline class name, UNet cross_attention_dim) → a loaded folder is this family
+    prompt_encoding: PromptEncoding = PromptEncoding()
 
     @property
     def base_config(self) -> str:
@@ -134,6 +149,7 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
                     ),
                 ),
                 is_pipeline=_is_sd2,
+                prompt_encoding=PromptEncoding(honours_clip_skip=False),
             ),
             Family(
                 name="sdxl",
@@ -145,6 +161,8 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
                 taesd_id="madebyollin/taesdxl",
                 configs=(ConfigFolder("sdxl", "xl_base", openclip_tokenizers=frozenset({"tokenizer_2"})),),
                 is_pipeline=_is_sdxl,
+                prompt_encoding=PromptEncoding(second_encoder=True, penultimate_layer=True, honours_clip_skip=False,
+                                               zeros_for_empty_negative=True),
             ),
         )
     }

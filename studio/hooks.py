@@ -50,9 +50,11 @@ class StepState:
 
 
 class StepHook:
-    """A per-step hook. graph_safe: fast mode's CUDA graphs may run with it."""
+    """A per-step hook. graph_safe: fast mode's CUDA graphs may run with it. tensor_inputs: the callback tensors
+    (beyond latents) it reads or returns."""
 
     graph_safe: bool = True
+    tensor_inputs: tuple = ()
 
     def __call__(self, state: StepState) -> Optional[dict]:
         raise NotImplementedError
@@ -145,6 +147,12 @@ class HookChain:
             self.offsets[job] = offset
             offset += len(seeds)
 
+    def tensor_inputs(self, allowed) -> list[str]:
+        """The callback tensors the hooks read or replace (diffusers' callback_on_step_end_tensor_inputs), among
+        those this pipeline class offers (`allowed`)."""
+        wanted = ["latents"] + [name for hook in self.hooks for name in getattr(hook, "tensor_inputs", ())]
+        return [name for name in dict.fromkeys(wanted) if name in allowed]
+
     @property
     def graph_safe(self) -> bool:
         """Whether fast mode's CUDA graphs can run with every hook of this chain."""
@@ -159,7 +167,9 @@ class HookChain:
         for hook in self.hooks:
             out = hook(state)
             if state.stop:
-                pipe._interrupt = True  # diffusers' own flag: the remaining steps are skipped
+                from .pipelines import interrupt  # here, not at import: this module stays torch-free
+
+                interrupt(pipe)
                 return {}
             if out:
                 changed.update(out)

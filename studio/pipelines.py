@@ -78,6 +78,24 @@ def _recording_class(base_cls: type) -> type:
     return type(base_cls.__name__, (base_cls,), {"step": step, "last_x0": None})
 
 
+def callback_tensor_inputs(pipe) -> tuple[str, ...]:
+    """The tensors this pipeline class lets a step callback read and replace (diffusers' class attribute)."""
+    return tuple(type(pipe)._callback_tensor_inputs)
+
+
+def interrupt(pipe) -> None:
+    """Skip the remaining steps of the running call: diffusers' own flag, which its loops check every step."""
+    pipe._interrupt = True
+
+
+def execution_device(pipe) -> torch.device:
+    """Where the pipeline runs its modules: right under CPU offload too, where a module's .device says "cpu"."""
+    try:
+        return pipe._execution_device
+    except Exception:  # a pipeline without the property (older diffusers): its modules' device
+        return pipe.device
+
+
 def make_scheduler(sampler: Sampler, base_config: dict):
     import diffusers
 
@@ -139,7 +157,7 @@ class AttentionChoice:
     reason: str
 
 
-def _xformers_works(device: torch.device, dtype: torch.dtype) -> str | None:
+def xformers_problem(device: torch.device, dtype: torch.dtype) -> str | None:
     """None when xformers imports and runs a small attention on this device; else why not."""
     if device.type != "cuda":
         return f"xformers needs CUDA (device is {device.type})"
@@ -160,7 +178,7 @@ def _xformers_works(device: torch.device, dtype: torch.dtype) -> str | None:
 def choose_attention(wanted: str, device: torch.device, dtype: torch.dtype) -> AttentionChoice:
     if wanted == "sdpa":
         return AttentionChoice("sdpa", "asked for (--attention sdpa)")
-    problem = _xformers_works(device, dtype)
+    problem = xformers_problem(device, dtype)
     if problem is None:
         return AttentionChoice("xformers", "xformers imports and runs on this device")
     # The reason is shown to every user (the footer): the library's own words, which may hold paths, go to the log.

@@ -141,6 +141,35 @@ class JobService:
         """Model name → A1111 short hash, for the models loaded now (others have not been hashed)."""
         return self.engine.model_hashes()
 
+    # ---- what prompts may use (the operator's folders; names only, never server paths)
+
+    def loras(self) -> list[dict]:
+        """A1111's /sdapi/v1/loras entries: name, alias, path (the name: server paths stay private), metadata."""
+        return self.engine.prompt_library.loras.listing()
+
+    def refresh_loras(self) -> None:
+        self.engine.prompt_library.loras.refresh()
+
+    def lora_preview(self, name: str):
+        """(bytes, media type) of the preview picture beside the LoRA file called `name`, or None."""
+        return self.engine.prompt_library.loras.preview_picture(name)
+
+    def embeddings(self) -> dict:
+        """A1111's /sdapi/v1/embeddings: those that fit the current model ("loaded") and the others ("skipped")."""
+        return self.engine.embeddings_listing()
+
+    def refresh_embeddings(self) -> None:
+        self.engine.prompt_library.embeddings.refresh()
+
+    def styles(self) -> list:
+        """The styles file's styles (prompts.styles.Style: name, prompt, negative_prompt)."""
+        library = self.engine.prompt_library.styles
+        return library.styles() if library is not None else []
+
+    def vaes(self) -> list[dict]:
+        """A1111's /sdapi/v1/sd-vae entries: model_name, filename (both the file's name in the VAE folder)."""
+        return self.engine.prompt_library.vaes.listing()
+
     # ---- results
 
     @property

@@ -36,6 +36,11 @@ def build_tiny_pipeline(tokenizer_folder: Path, dtype=None):
         unet = UNet2DConditionModel(**spec["unet"])
         vae = AutoencoderKL(**spec["vae"])
         text_encoder = CLIPTextModel(CLIPTextConfig(**spec["text_encoder"]))
+        norm = spec["text_encoder_final_norm"]
+        final_norm = text_encoder.final_layer_norm if hasattr(text_encoder, "final_layer_norm") else text_encoder.text_model.final_layer_norm
+        with torch.no_grad():
+            final_norm.weight.normal_(1.0, norm["weight_std"])
+            final_norm.bias.normal_(0.0, norm["bias_std"])
     scheduler_config = {k: v for k, v in spec["scheduler"].items() if not k.startswith("_")}
     pipe = StableDiffusionPipeline(
         vae=vae,

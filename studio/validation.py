@@ -51,6 +51,11 @@ def _int(name: str, value) -> int:
     return int(value)
 
 
+MAX_CLIP_SKIP = 12  # SD's text encoders have 12 (CLIP-L) to 32 layers; A1111's slider stops at 12
+MAX_STYLES = 32
+MAX_NAME_CHARS = 300
+
+
 def validate(request: GenerationRequest, settings: Settings) -> None:
     """Raise RequestError for anything the engine would refuse or fail on."""
     if not isinstance(request.prompt, str) or not isinstance(request.negative_prompt, str):
@@ -88,6 +93,14 @@ def validate(request: GenerationRequest, settings: Settings) -> None:
         find_sampler(request.sampler_name)
     except ValueError as exc:
         raise RequestError(str(exc)) from None
+    clip_skip = _int("clip_skip", request.clip_skip)
+    if not 1 <= clip_skip <= MAX_CLIP_SKIP:
+        raise RequestError(f"clip_skip must be between 1 and {MAX_CLIP_SKIP}, got {clip_skip}.")
+    styles = request.styles
+    if not isinstance(styles, (tuple, list)) or len(styles) > MAX_STYLES or not all(isinstance(n, str) and len(n) <= MAX_NAME_CHARS for n in styles):
+        raise RequestError(f"styles must be a list of at most {MAX_STYLES} style names.")
+    if request.vae is not None and (not isinstance(request.vae, str) or len(request.vae) > MAX_NAME_CHARS):
+        raise RequestError("vae must be the name of a VAE file (or Automatic).")
     if request.task is Task.TXT2IMG:
         return
     strength = request.denoising_strength

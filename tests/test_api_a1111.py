@@ -98,7 +98,8 @@ def test_scheduler_and_override_settings(client):
         ({"scheduler": "exponential"}, "Unknown scheduler"),
         ({"width": 65}, "multiple of 8"),
         ({"steps": 0}, "steps"),
-        ({"styles": ["a style"]}, "Styles"),
+        ({"override_settings": {"CLIP_stop_at_last_layers": 1.5}}, "CLIP_stop_at_last_layers"),
+        ({"override_settings": {"sd_vae": 3}}, "sd_vae"),
     ],
 )
 def test_unsupported_or_bad_fields_are_clear_4xx(client, change, words):

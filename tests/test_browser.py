@@ -1,12 +1,14 @@
 """A real browser (Debian's chromium, driven by playwright) against the whole studio behind a login: log in, type a
 prompt, press Ctrl+Enter, watch the live preview change every step (frames from the studio's own stream) before
-the result appears, with no file written but the PNGs; paint a mask in Inpainting and generate; visit every tab and
+the result appears, with no file written but the PNGs; paint a mask in Inpainting and generate; open the Networks
+panel and click a LoRA and an embedding into the prompt; pick a style and see it applied; visit every tab and
 save a screenshot of each to artifacts/screenshots/ (1440×900).
 
 Prints the number of preview frames seen and the time from Generate to the first preview (run with -s)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -34,6 +36,42 @@ WATCH_PREVIEW = """(selector) => {
     if (src && (seen.length === 0 || seen[seen.length - 1][0] !== src)) seen.push([src, performance.now()]);
   }, 15);
 }"""
+
+
+LORA = "detail_lora"
+EMBEDDING = "goodemb"  # two vectors
+STYLE = ("Cinematic", "{prompt}, cinematic lighting", "blurry")
+
+
+def make_prompt_files(root: Path) -> dict:
+    """A LoRA folder (a listing-only .safetensors with a preview picture beside it), an embeddings folder with one
+    embedding that fits the tiny model, and a styles.csv: what the studio's settings point at."""
+    import torch
+    from PIL import Image, ImageDraw
+    from safetensors.torch import save_file
+
+    lora_dir, embeddings_dir = root / "Lora", root / "embeddings"
+    lora_dir.mkdir()
+    embeddings_dir.mkdir()
+    save_file({"lora_unet_x.alpha": torch.tensor(1.0)}, str(lora_dir / f"{LORA}.safetensors"), metadata={"ss_output_name": LORA})
+    preview = Image.new("RGB", (96, 96), (40, 70, 140))
+    ImageDraw.Draw(preview).ellipse([18, 18, 78, 78], fill=(250, 200, 60))
+    preview.save(lora_dir / f"{LORA}.png")
+    save_file({"other.alpha": torch.tensor(1.0)}, str(lora_dir / "no_preview.safetensors"))
+    width = json.loads((ROOT / "models" / "tiny" / "recipe.json").read_text())["text_encoder"]["hidden_size"]
+    save_file({"emb_params": torch.randn(2, width)}, str(embeddings_dir / f"{EMBEDDING}.safetensors"))  # fits tiny
+    styles = root / "styles.csv"
+    styles.write_text("name,prompt,negative_prompt\n" + ",".join(f'"{v}"' for v in STYLE) + "\n", encoding="utf-8")
+    return dict(lora_dir=lora_dir, embeddings_dir=embeddings_dir, styles_file=styles, vae_dir=root / "VAE")
+
+
+@pytest.fixture(scope="module")
+def tiny_settings(tmp_path_factory, studio_cache):
+    """This module's engine reads LoRAs, embeddings and styles from folders made here."""
+    from studio.config import Settings
+
+    files = make_prompt_files(tmp_path_factory.mktemp("prompt-files"))
+    return Settings(model="tiny", outputs=tmp_path_factory.mktemp("outputs"), cache_dir=studio_cache, warmup=False, **files)
 
 
 @pytest.fixture(scope="module")
@@ -246,3 +284,74 @@ def test_image_to_image_tab_screenshot(browser_page):
     page.click("#txt2img-to-img2img")
     page.wait_for_selector("#img2img-init-image img", timeout=30_000)
     _shot(page, "2-image-to-image")
+
+
+def _open_networks(page, tab: str = "txt2img") -> None:
+    page.click(f"#{tab}-networks button.label-wrap")
+    page.wait_for_selector(f"#{tab}-networks-list .studio-lora", state="visible", timeout=10_000)
+
+
+def _prompt_is(page, tab: str, expected: str) -> None:
+    page.wait_for_function("([sel, want]) => document.querySelector(sel).value === want",
+                           arg=[f"#{tab}-prompt textarea", expected], timeout=10_000)
+
+
+def test_networks_panel_puts_a_lora_tag_and_an_embedding_into_the_prompt(fresh_page):
+    page = fresh_page
+    assert not page.locator("#txt2img-networks-list .studio-lora").is_visible()  # closed by default
+    page.fill("#txt2img-prompt textarea", "a cat")
+    page.wait_for_function("() => document.querySelector('#txt2img-prompt-tokens').innerText.includes('2/75')", timeout=10_000)
+    _open_networks(page)
+    lora = page.locator(f"#txt2img-networks-list .studio-lora[data-name='{LORA}']")
+    # the preview picture beside the LoRA file, from the studio's route (for this logged-in user); none for the other
+    picture = lora.locator(".studio-card-picture").evaluate("e => getComputedStyle(e).backgroundImage")
+    assert f"/studio/api/loras/{LORA}/preview" in picture
+    origin = page.evaluate("location.origin")
+    answer = page.request.get(f"{origin}/studio/api/loras/{LORA}/preview")
+    assert answer.status == 200 and answer.headers["content-type"] == "image/png"
+    assert page.request.get(f"{origin}/studio/api/loras/no_preview/preview").status == 404
+    lora.click()
+    _prompt_is(page, "txt2img", f"a cat <lora:{LORA}:1>")
+    page.wait_for_function("() => document.querySelector('#txt2img-prompt-tokens').innerText.includes('2/75')", timeout=10_000)
+    _shot(page, "6-networks")
+    lora.click()  # again: the tag comes out
+    _prompt_is(page, "txt2img", "a cat")
+    page.click(f"#txt2img-networks-list .studio-embedding[data-name='{EMBEDDING}']")
+    _prompt_is(page, "txt2img", f"a cat {EMBEDDING}")
+    # the embedding counts its two vectors, not its name's tokens
+    page.wait_for_function("() => document.querySelector('#txt2img-prompt-tokens').innerText.includes('4/75')", timeout=10_000)
+    # the other tabs have their own panel, writing into their own prompt
+    page.click("button[role=tab]:has-text('Image to image')")
+    _open_networks(page, "img2img")
+    page.click(f"#img2img-networks-list .studio-lora[data-name='{LORA}']")
+    _prompt_is(page, "img2img", f"<lora:{LORA}:1>")
+
+
+def test_networks_refresh_finds_a_new_lora(fresh_page, engine):
+    from safetensors.torch import save_file
+    import torch
+
+    page = fresh_page
+    _open_networks(page)
+    assert page.locator("#txt2img-networks-list .studio-lora[data-name='added_later']").count() == 0
+    save_file({"x.alpha": torch.tensor(1.0)}, str(Path(engine.settings.lora_dir) / "added_later.safetensors"))
+    page.click("#txt2img-networks-refresh")
+    page.wait_for_selector("#txt2img-networks-list .studio-lora[data-name='added_later']", timeout=10_000)
+    _toast(page, "Found 3 LoRAs")
+
+
+def test_a_chosen_style_is_applied(fresh_page):
+    page = fresh_page
+    page.fill("#txt2img-prompt textarea", "a lighthouse")
+    for name, value in (("steps", 2), ("width", 64), ("height", 64), ("clip-skip", 2)):
+        _set_slider(page, f"txt2img-{name}", value)
+    page.click("#txt2img-styles input")
+    page.click(f"#txt2img-styles [role=option][aria-label='{STYLE[0]}']")
+    page.keyboard.press("Escape")
+    page.wait_for_selector(f"#txt2img-styles .token:has-text('{STYLE[0]}')", timeout=10_000)
+    _shot(page, "7-styles-and-settings")
+    page.click("#txt2img-generate")
+    page.wait_for_selector("#txt2img-progress .studio-progress-done", timeout=180_000)
+    infotext = page.input_value("#txt2img-infotext textarea")
+    assert infotext.startswith("a lighthouse, cinematic lighting"), infotext
+    assert "Negative prompt: blurry" in infotext and "Clip skip: 2" in infotext

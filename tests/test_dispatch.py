@@ -156,6 +156,18 @@ def test_batch_key_uses_the_default_model_for_requests_without_one():
     assert policy.key(GenerationRequest("x", model="other")) != policy.key(GenerationRequest("y"))
 
 
+def test_batch_key_holds_the_lora_set_clip_skip_vae_and_styles():
+    key = BATCHING.key
+    assert key(GenerationRequest("a <lora:x:1> b <lora:y:0.5>")) == key(GenerationRequest("<lora:y:0.5> other words <lora:x:1>"))
+    assert key(GenerationRequest("a <lora:x:1>")) != key(GenerationRequest("a <lora:x:0.5>"))
+    assert key(GenerationRequest("a <lora:x:1>")) != key(GenerationRequest("a"))
+    assert key(GenerationRequest("a", negative_prompt="<lora:x:1>")) == key(GenerationRequest("b"))  # ignored there, as in A1111
+    assert key(GenerationRequest("a", clip_skip=2)) != key(GenerationRequest("a"))
+    assert key(GenerationRequest("a", vae="v.safetensors")) != key(GenerationRequest("a"))
+    assert key(GenerationRequest("a", vae="Automatic")) == key(GenerationRequest("a"))
+    assert key(GenerationRequest("a", styles=("s",))) != key(GenerationRequest("a"))
+
+
 def test_take_matching_keeps_the_rotation_and_the_limit():
     dispatcher, (a1, b1, c1, d1) = _filled("a", "b", "c", "d")
     queue = dispatcher._queue

@@ -49,18 +49,25 @@ def test_atomic_write_leaves_no_partial_files(tmp_path):
 
 
 def test_cli_generates_offline_and_prints_paths(tmp_path):
+    """With A1111's prompt syntax, a style from --styles-file and CLIP skip; a missing LoRA is a note, not an error."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "XDG_CACHE_HOME": str(tmp_path / "cache")}
     out = tmp_path / "out"
+    (tmp_path / "styles.csv").write_text("name,prompt,negative_prompt\nink,\"{prompt}, ink drawing\",color\n")
     done = subprocess.run(
-        [sys.executable, "-m", "studio", "generate", "--model", "tiny", "--prompt", "a boat", "--steps", "2", "--width", "64", "--height", "64", "--seed", "-1", "--batch-size", "2", "--out", str(out)],
+        [sys.executable, "-m", "studio", "generate", "--model", "tiny", "--prompt", "a (boat:1.2) <lora:nowhere:0.5>", "--steps", "2",
+         "--width", "64", "--height", "64", "--seed", "-1", "--batch-size", "2", "--out", str(out),
+         "--styles-file", str(tmp_path / "styles.csv"), "--styles", "ink", "--clip-skip", "2"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr
     paths = done.stdout.split()
     assert len(paths) == 2 and all(Path(p).is_file() and Path(p).is_relative_to(out) for p in paths)
     seed = int(re.search(r"seed: (\d+)", done.stderr).group(1))
-    assert f"Seed: {seed}," in read_infotext(Image.open(paths[0]))
+    first = read_infotext(Image.open(paths[0]))
+    assert first.startswith("a (boat:1.2) <lora:nowhere:0.5>, ink drawing\nNegative prompt: color\n")
+    assert f"Seed: {seed}," in first and "Clip skip: 2" in first
     assert f"Seed: {seed + 1}," in read_infotext(Image.open(paths[1]))
+    assert "note: LoRA not found" in done.stderr and "nowhere" in done.stderr
 
 
 def test_cli_bad_input_is_one_line_without_traceback(tmp_path):

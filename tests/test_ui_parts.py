@@ -23,25 +23,27 @@ def test_the_ui_imports_no_torch():
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
-def test_token_counter_matches_clip_and_warns_past_the_window(engine):
+def test_token_counter_matches_clip_and_counts_chunks_past_the_window(engine):
     counter = counter_for(str(engine.settings.cache_dir))
     assert counter.exact, find_merges(engine.settings.cache_dir)
     from transformers import CLIPTokenizer
 
     tokenizer = CLIPTokenizer.from_pretrained(str(find_merges(engine.settings.cache_dir).parent))
     for text in ("a photo of an astronaut riding a horse on mars, highly detailed, 8k", "lighthouse, dusk, oil painting"):
-        assert counter.count(text)[0] == len(tokenizer(text).input_ids) - 2
+        assert counter.ids(text) == tokenizer(text).input_ids[1:-1]
     short = token_counter_html(counter, "a cat")
     assert f"/{WINDOW}" in short and "⚠" not in short
     long_prompt = " ".join(f"word{i}" for i in range(60))
-    total, dropped = counter.count(long_prompt)
-    assert total > WINDOW and dropped and dropped.endswith("word59")
-    assert "will be cut" in token_counter_html(counter, long_prompt)
+    total = len(tokenizer(long_prompt).input_ids) - 2
+    assert total > WINDOW
+    used, capacity = counter.chunk_count(long_prompt)
+    assert used == total and capacity == WINDOW * -(-total // WINDOW)  # A1111's "170/225": nothing is cut
+    assert f"{used}/{capacity} tokens" in token_counter_html(counter, long_prompt)
 
 
 def test_token_counter_without_tokenizer_files_is_labelled_approximate():
     counter = TokenCounter(None)
-    assert counter.count("a red, shiny car")[0] == 5
+    assert counter.chunk_count("a red, shiny car") == (5, WINDOW)
     assert "approximate" in token_counter_html(counter, "a red car")
 
 

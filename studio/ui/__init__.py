@@ -13,7 +13,7 @@ from typing import Optional
 
 import gradio as gr
 
-from . import img2img, inpaint, png_info, step_previews, txt2img
+from . import img2img, inpaint, networks, png_info, step_previews, txt2img
 from studio.contract import LOCAL_USER
 
 from .panel import Panel
@@ -34,10 +34,12 @@ CSS = """
                background: var(--block-background-fill); border-radius: 8px; }
 .studio-live img { max-width: 100%; height: 300px; object-fit: contain; }
 .studio-downloads { margin: 1.9em 0 0.2em; padding-left: 1.2em; font-size: 0.9em; }
-"""
+.studio-note { font-size: 0.9em; }
+.studio-note ul { margin: 0.2em 0; padding-left: 1.2em; }
+""" + networks.CSS
 
 # On page load: the style sheet (so it applies however the server mounts the UI), and Ctrl+Enter (Cmd+Enter)
-# in a prompt box clicks that tab's Generate button.
+# in a prompt box clicks that tab's Generate button; a Networks card's click puts its tag into that tab's prompt.
 SHORTCUTS_JS = """
 () => {
   if (window.__studioShortcuts) return;
@@ -78,6 +80,7 @@ SHORTCUTS_JS = """
   };
   new MutationObserver(sweep).observe(document.body, { childList: true, subtree: true, attributes: true, attributeFilter: ['data-stream'] });
   sweep();
+__CARDS__
   document.addEventListener('keydown', (e) => {
     if (!(e.ctrlKey || e.metaKey) || e.key !== 'Enter') return;
     const box = e.target && e.target.closest ? e.target.closest('.studio-prompt') : null;
@@ -89,7 +92,7 @@ SHORTCUTS_JS = """
 """
 
 
-SHORTCUTS_JS = SHORTCUTS_JS.replace("__CSS__", json.dumps(CSS))
+SHORTCUTS_JS = SHORTCUTS_JS.replace("__CSS__", json.dumps(CSS)).replace("__CARDS__", networks.CARD_JS)
 
 
 def footer_markdown(job_service) -> str:
@@ -136,7 +139,7 @@ def build_ui(job_service, *, files=None) -> gr.Blocks:
 
         for panel in (t2i, i2i, inp):
             _wire_sends(services, panel, tabs, i2i, inp, session, TELLING)
-        _wire_png_info(info, t2i, tabs, TELLING)
+        _wire_png_info(job_service, info, t2i, tabs, TELLING)
         steps_tab.select(steps["show_last"], [session, steps["view"]], [steps["slider"]] + steps["pictures"], **SILENT)
         def on_load(request: gr.Request):
             return footer_markdown(job_service) + user_markdown(request), banner_update(job_service)
@@ -173,17 +176,47 @@ def _wire_sends(services: Services, panel: Panel, tabs, i2i: Panel, inp: Panel, 
                            [tabs, inp.extra["editor"], inp.prompt, inp.negative_prompt], **private)
 
 
-def _wire_png_info(info: dict, t2i: Panel, tabs, private) -> None:
+def _wire_png_info(job_service, info: dict, t2i: Panel, tabs, private) -> None:
     targets = {"prompt": t2i.prompt, "negative_prompt": t2i.negative_prompt, "sampler_name": t2i.sampler_name,
-               "steps": t2i.steps, "cfg_scale": t2i.cfg_scale, "seed": t2i.seed, "width": t2i.width, "height": t2i.height}
+               "steps": t2i.steps, "cfg_scale": t2i.cfg_scale, "seed": t2i.seed, "width": t2i.width, "height": t2i.height,
+               "clip_skip": t2i.clip_skip, "vae": t2i.vae, "model": t2i.model}
 
     def send(params: dict):
-        fields = png_info.to_fields(params or {})
+        # `params` is the Parsed box's value, which the browser sends back: only its known keys are read, as text.
+        params = params if isinstance(params, dict) else {}
+        loras, embeddings = networks.listing(job_service)
+        vaes = networks.vae_names(job_service)
+        fields, notes = png_info.plan_send(params, loras=loras, embeddings=embeddings, vaes=vaes[1:],
+                                           models=_offered_models(job_service), model_hashes=_model_hashes(job_service))
         if not fields:
             raise gr.Error("No parameters to send: drop a PNG made by the studio or A1111.", print_exception=False)
-        return (gr.Tabs(selected="txt2img"), *[fields[name] if name in fields else gr.skip() for name in targets])
+        values = {name: fields[name] if name in fields else gr.skip() for name in targets}
+        if "vae" in fields:
+            values["vae"] = gr.Dropdown(choices=vaes, value=fields["vae"])
+        # Toasts and the note render HTML: every part that came from the picture is escaped.
+        lines = [html.escape(line) for line in notes]
+        if notes:
+            gr.Warning("Sent, but not everything applies here:<br>" + "<br>".join(f"• {line}" for line in lines), duration=15)
+            note = ("<div class='studio-note'><b>Sent to Text to image. Not applied:</b><ul>"
+                    + "".join(f"<li>{line}</li>" for line in lines) + "</ul></div>")
+        else:
+            note = "<div class='studio-note'>Sent to Text to image: every parameter applied.</div>"
+        return (gr.Tabs(selected="txt2img"), *values.values(), note)
 
-    info["send"].click(send, info["table"], [tabs, *targets.values()], **private)
+    info["send"].click(send, info["table"], [tabs, *targets.values(), info["note"]], **private)
+
+
+def _offered_models(job_service) -> list[str]:
+    models = list(job_service.models() or [])
+    current = job_service.info().model
+    return models if not current or current in models else [current] + models
+
+
+def _model_hashes(job_service) -> dict:
+    try:
+        return job_service.model_hashes() or {}
+    except Exception:
+        return {}
 
 
 __all__ = ["build_ui", "CSS", "footer_markdown", "user_markdown"]

@@ -7,7 +7,7 @@ import gradio as gr
 
 from studio.contract import GenerationRequest, RequestError
 
-from .panel import Panel, build_panel, generate_listener
+from .panel import Panel, build_panel, check_vae, generate_listener
 from .streaming import Services, Session, stream_job
 from .txt2img import common_fields
 
@@ -24,16 +24,18 @@ def build(services: Services, session: gr.State) -> Panel:
     panel = build_panel(services.job_service, TAB, session, size_label="0 = the input image's size; otherwise 64 or more", inputs_block=inputs)
 
     async def img2img(prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count, model,
-                init_image, denoising_strength, state: Session, request: gr.Request):
+                styles, clip_skip, vae, init_image, denoising_strength, state: Session, request: gr.Request):
         """Image to image. Streams (live preview, progress, gallery, parameters, downloads)."""
         if init_image is None:
             raise gr.Error("Add an input image first (upload, paste or drop one).", print_exception=False)
         try:
             req = GenerationRequest(
-                **common_fields(prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count, model),
+                **common_fields(prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count, model,
+                                styles, clip_skip, vae),
                 init_image=init_image,
                 denoising_strength=denoising_strength if denoising_strength is not None else 0.75,
             )
+            check_vae(services.job_service, req.vae)
         except RequestError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
         async for update in stream_job(services, state, TAB, req, request):

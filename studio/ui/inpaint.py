@@ -13,7 +13,7 @@ from PIL import Image, ImageChops, ImageOps
 
 from studio.contract import GenerationRequest, RequestError
 
-from .panel import Panel, build_panel, generate_listener, whole
+from .panel import Panel, build_panel, check_vae, generate_listener, whole
 from .streaming import TELLING, Services, Session, stream_job
 from .txt2img import common_fields
 
@@ -102,24 +102,27 @@ def build(services: Services, session: gr.State) -> Panel:
                 denoising_strength=denoising_strength if denoising_strength is not None else 0.75,
                 mask_blur=whole(mask_blur if mask_blur is not None else 4, "mask_blur"),
             )
+            check_vae(services.job_service, req.vae)
         except RequestError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
         async for update in stream_job(services, state, TAB, req, request):
             yield update
 
     async def inpaint(prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count, model,
-                init_image, mask, denoising_strength, mask_blur, inpainting_mask_invert, state: Session, request: gr.Request):
+                styles, clip_skip, vae, init_image, mask, denoising_strength, mask_blur, inpainting_mask_invert, state: Session, request: gr.Request):
         """Inpainting: `mask` is white where to repaint. Streams previews; ends with the saved PNG files."""
-        fields = (prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count, model)
+        fields = (prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count, model,
+                  styles, clip_skip, vae)
         async for update in run(fields, init_image, mask, denoising_strength, mask_blur, inpainting_mask_invert, state, request):
             yield update
 
     async def inpaint_editor(prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count, model,
-                       editor, denoising_strength, mask_blur, inpainting_mask_invert, state: Session, request: gr.Request):
+                       styles, clip_skip, vae, editor, denoising_strength, mask_blur, inpainting_mask_invert, state: Session, request: gr.Request):
         init_image, mask = mask_from_editor(editor)
         if init_image is not None and mask is not None and mask.getbbox() is None and not inpainting_mask_invert:
             raise gr.Error("The mask is empty: paint over the area to repaint (the brush tool) before generating.", print_exception=False)
-        fields = (prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count, model)
+        fields = (prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count, model,
+                  styles, clip_skip, vae)
         async for update in run(fields, init_image, mask, denoising_strength, mask_blur, inpainting_mask_invert, state, request):
             yield update
 

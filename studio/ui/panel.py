@@ -1,5 +1,6 @@
-"""The layout every generate tab shares: prompts with token counters, sampling settings, seed tools, model picker,
-Generate / Cancel, and the output column (live preview, progress, results, parameters, PNG files, result actions)."""
+"""The layout every generate tab shares: prompts with token counters, styles, the Networks panel (LoRAs, embeddings),
+sampling settings, seed tools, model / VAE / clip skip, Generate / Cancel, and the output column (live preview, progress,
+results, parameters, PNG files, result actions)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,12 @@ from studio.contract import RequestError
 from studio.validation import MAX_PROMPT_CHARS
 from studio.samplers import DEFAULT_SAMPLER, sampler_names
 
+from .networks import AUTOMATIC_VAE, embedding_vectors, listing, networks_html, style_names, vae_names
 from .streaming import GENERATE_QUEUE, SILENT, TELLING, Session, cancel_job
 from .tokens import counter_for, token_counter_html
+
+MAX_CLIP_SKIP = 12
+NO_STYLES = "No styles yet: the studio reads them from styles.csv (--styles-file); press Refresh under Networks after editing it."
 
 # No limit of Gradio's: its queue is first come, first served, so every click goes straight to the engine's fair
 # (round-robin, per-user capped) queue; the handlers await events on the event loop and hold no thread.
@@ -50,12 +55,18 @@ class Panel:
     reuse_seed: gr.Button
     to_img2img: gr.Button
     to_inpaint: gr.Button
+    styles: gr.Dropdown
+    clip_skip: gr.Slider
+    vae: gr.Dropdown
+    networks: gr.Accordion
+    networks_list: gr.HTML
+    networks_refresh: gr.Button
     extra: dict
 
     def parameter_inputs(self) -> list:
-        """In the order of the handlers' A1111-named parameters (see txt2img.txt2img)."""
+        """In the order of the handlers' A1111-named parameters (see txt2img.txt2img and common_fields)."""
         return [self.prompt, self.negative_prompt, self.sampler_name, self.steps, self.cfg_scale, self.width,
-                self.height, self.seed, self.batch_size, self.batch_count, self.model]
+                self.height, self.seed, self.batch_size, self.batch_count, self.model, self.styles, self.clip_skip, self.vae]
 
     def outputs(self) -> list:
         return [self.preview, self.progress, self.gallery, self.infotext, self.downloads]
@@ -105,6 +116,16 @@ def build_panel(job_service, tab: str, session: gr.State, size_label: str, input
             prompt_tokens = gr.HTML(token_counter_html(counter, ""), elem_id=f"{tab}-prompt-tokens")
             negative_prompt = gr.Textbox("", label="Negative prompt", lines=2, max_length=MAX_PROMPT_CHARS, placeholder="What to avoid", elem_id=f"{tab}-negative", elem_classes=["studio-prompt"])
             negative_tokens = gr.HTML(token_counter_html(counter, ""), elem_id=f"{tab}-negative-tokens")
+            styles_offered = style_names(job_service)
+            # Styles and VAEs take names outside their lists (an API caller's, a file added since the page was built):
+            # the engine checks them and says what it could not apply.
+            with gr.Row():
+                styles = gr.Dropdown(styles_offered, value=[], multiselect=True, label="Styles", elem_id=f"{tab}-styles", scale=3, allow_custom_value=True,
+                                     info=None if styles_offered else NO_STYLES)
+                clip_skip = gr.Slider(1, MAX_CLIP_SKIP, value=1, step=1, label="Clip skip", elem_id=f"{tab}-clip-skip", scale=2, min_width=200)
+            with gr.Accordion("Networks (LoRA, embeddings)", open=False, elem_id=f"{tab}-networks") as networks:
+                networks_list = gr.HTML(networks_html(tab, *listing(job_service)), elem_id=f"{tab}-networks-list")
+                networks_refresh = gr.Button("Refresh LoRAs, embeddings, styles, VAEs", size="sm", elem_id=f"{tab}-networks-refresh")
             extra = inputs_block() if inputs_block else {}
             with gr.Row():
                 sampler_name = gr.Dropdown(sampler_names(), value=DEFAULT_SAMPLER, label="Sampler", allow_custom_value=True, elem_id=f"{tab}-sampler")
@@ -121,7 +142,9 @@ def build_panel(job_service, tab: str, session: gr.State, size_label: str, input
             with gr.Row():
                 batch_size = gr.Slider(1, settings.max_batch, value=1, step=1, label="Batch size", elem_id=f"{tab}-batch-size")
                 batch_count = gr.Slider(1, min(100, settings.max_batch_count), value=1, step=1, label="Batch count", elem_id=f"{tab}-batch-count")
-            model = gr.Dropdown(models, value=info.model or None, label="Model", allow_custom_value=True, elem_id=f"{tab}-model")
+            with gr.Row():
+                model = gr.Dropdown(models, value=info.model or None, label="Model", allow_custom_value=True, elem_id=f"{tab}-model")
+                vae = gr.Dropdown(vae_names(job_service), value=AUTOMATIC_VAE, label="VAE", elem_id=f"{tab}-vae", allow_custom_value=True)
         with gr.Column(scale=4, min_width=320):
             with gr.Row():
                 generate = gr.Button("Generate", variant="primary", elem_id=f"{tab}-generate", elem_classes=["studio-generate"])
@@ -142,15 +165,21 @@ def build_panel(job_service, tab: str, session: gr.State, size_label: str, input
 
     panel = Panel(tab, prompt, negative_prompt, prompt_tokens, negative_tokens, sampler_name, steps, cfg_scale, width, height,
                   seed, dice, recycle, batch_size, batch_count, model, generate, cancel, preview, progress, gallery, infotext,
-                  downloads, reuse_seed, to_img2img, to_inpaint, extra)
+                  downloads, reuse_seed, to_img2img, to_inpaint, styles, clip_skip, vae, networks, networks_list,
+                  networks_refresh, extra)
     _wire_local(job_service, panel, session, counter)
     return panel
 
 
 def _wire_local(job_service, p: Panel, session: gr.State, counter) -> None:
     hidden = SILENT
-    p.prompt.change(lambda text: token_counter_html(counter, text), p.prompt, p.prompt_tokens, trigger_mode="always_last", **hidden)
-    p.negative_prompt.change(lambda text: token_counter_html(counter, text), p.negative_prompt, p.negative_tokens, trigger_mode="always_last", **hidden)
+
+    def count(text, steps):
+        return token_counter_html(counter, text if isinstance(text, str) else "", embedding_vectors(job_service), _steps(steps))
+
+    p.prompt.change(count, [p.prompt, p.steps], p.prompt_tokens, trigger_mode="always_last", **hidden)
+    p.negative_prompt.change(count, [p.negative_prompt, p.steps], p.negative_tokens, trigger_mode="always_last", **hidden)
+    _wire_networks(job_service, p)
     p.dice.click(lambda: -1, None, p.seed, **hidden)
     for slider in (p.width, p.height):
         slider.change(lambda v: gr.skip() if snap_size(v) == v else snap_size(v), slider, slider, trigger_mode="always_last", **hidden)
@@ -182,6 +211,50 @@ def _wire_local(job_service, p: Panel, session: gr.State, counter) -> None:
 
     p.reuse_seed.click(reuse, session, p.seed, **TELLING)
     p.cancel.click(lambda s: cancel_job(job_service, s, p.tab), session, p.progress, **hidden)
+
+
+def check_vae(job_service, vae: Optional[str]) -> None:
+    """A VAE the folder does not hold is refused before the job is queued, with the names to choose from."""
+    if vae is None:
+        return
+    names = vae_names(job_service)[1:]
+    wanted = vae.strip()
+    if not any(wanted in (name, name.rsplit("/", 1)[-1], name.rsplit("/", 1)[-1].rsplit(".", 1)[0]) for name in names):
+        shown = wanted if len(wanted) <= 80 else wanted[:77] + "…"
+        raise RequestError(f"VAE '{shown}' is not in the VAE folder: choose one of {', '.join(names) or '(none installed)'}, "
+                           "or Automatic for the model's own.")
+
+
+def _steps(value) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        return 20
+
+
+def _wire_networks(job_service, p: Panel) -> None:
+    """Opening the panel shows the folders as they are now; Refresh rescans them (and the styles and VAEs)."""
+    p.networks.expand(lambda: networks_html(p.tab, *listing(job_service)), None, p.networks_list, **SILENT)
+
+    def refresh(chosen_styles, chosen_vae):
+        for what, rescan in (("LoRA", job_service.refresh_loras), ("embeddings", job_service.refresh_embeddings)):
+            try:
+                rescan()
+            except Exception:
+                raise gr.Error(f"Could not read the {what} folder: check that it exists and is readable, then try again.",
+                               print_exception=True) from None
+        loras, embeddings = listing(job_service)
+        styles, vaes = style_names(job_service), vae_names(job_service)
+        found = len((embeddings or {}).get("loaded") or {})
+        gr.Info(f"Found {len(loras)} LoRA{'s' if len(loras) != 1 else ''}, {found} embedding{'s' if found != 1 else ''} "
+                f"for this model, {len(styles)} style{'s' if len(styles) != 1 else ''}, {len(vaes) - 1} VAE{'s' if len(vaes) != 2 else ''}.")
+        kept_styles = [name for name in (chosen_styles or []) if name in styles]
+        return (networks_html(p.tab, loras, embeddings),
+                gr.Dropdown(choices=styles, value=kept_styles,
+                            info=None if styles else NO_STYLES),
+                gr.Dropdown(choices=vaes, value=chosen_vae if chosen_vae in vaes else AUTOMATIC_VAE))
+
+    p.networks_refresh.click(refresh, [p.styles, p.vae], [p.networks_list, p.styles, p.vae], **TELLING)
 
 
 def generate_listener(p: Panel, fn, inputs: list, api_name: str, trigger=None, **kwargs):

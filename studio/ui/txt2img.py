@@ -2,17 +2,42 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import gradio as gr
 
 from studio.contract import GenerationRequest, RequestError
 
-from .panel import Panel, build_panel, generate_listener, size, whole
+from .networks import AUTOMATIC_VAE
+from .panel import Panel, build_panel, check_vae, generate_listener, size, whole
 from .streaming import Services, Session, stream_job
 
 TAB = "txt2img"
 
 
-def common_fields(prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count, model) -> dict:
+def style_choice(styles) -> tuple[str, ...]:
+    """The Styles dropdown's value (a list of names; one name from an API caller) as the request's tuple. The engine
+    checks the names and their number; anything but names is refused here."""
+    if styles is None or styles == "":
+        return ()
+    if isinstance(styles, str):
+        styles = [styles]
+    if not isinstance(styles, (list, tuple)) or not all(isinstance(name, str) for name in styles):
+        raise RequestError("styles must be a list of style names.")
+    return tuple(name for name in styles if name)
+
+
+def vae_choice(vae) -> Optional[str]:
+    """The VAE dropdown's value: "Automatic" (or nothing) is the model's own VAE; anything else a VAE file's name."""
+    if vae is None or (isinstance(vae, str) and vae.strip().lower() in ("", AUTOMATIC_VAE.lower(), "none")):
+        return None
+    if not isinstance(vae, str):
+        raise RequestError("vae must be the name of a VAE file, or Automatic.")
+    return vae
+
+
+def common_fields(prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count, model,
+                  styles=(), clip_skip=1, vae=None) -> dict:
     """The request fields every generate tab shares, from UI/API values (raises RequestError)."""
     return dict(
         prompt=prompt if prompt is not None else "",
@@ -26,6 +51,9 @@ def common_fields(prompt, negative_prompt, sampler_name, steps, cfg_scale, width
         batch_size=whole(batch_size if batch_size is not None else 1, "batch_size"),
         batch_count=whole(batch_count if batch_count is not None else 1, "batch_count"),
         model=model or None,
+        styles=style_choice(styles),
+        clip_skip=whole(clip_skip if clip_skip is not None else 1, "clip_skip"),
+        vae=vae_choice(vae),
     )
 
 
@@ -33,12 +61,13 @@ def build(services: Services, session: gr.State) -> Panel:
     panel = build_panel(services.job_service, TAB, session, size_label="0 = the model's default size; otherwise 64 or more")
 
     async def txt2img(prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count, model,
-                state: Session, request: gr.Request):
+                styles, clip_skip, vae, state: Session, request: gr.Request):
         """Text to image. Streams (live preview, progress, gallery, parameters, downloads); the gallery ends with
         the saved PNG files (served by the studio's file route)."""
         try:
             req = GenerationRequest(**common_fields(prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed,
-                                                    batch_size, batch_count, model))
+                                                    batch_size, batch_count, model, styles, clip_skip, vae))
+            check_vae(services.job_service, req.vae)
         except RequestError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
         async for update in stream_job(services, state, TAB, req, request):

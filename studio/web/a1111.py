@@ -162,8 +162,6 @@ def _refuse_unsupported(body: Txt2ImgBody) -> None:
         raise RequestError("restore_faces is not supported by this server.")
     if body.tiling:
         raise RequestError("tiling is not supported by this server.")
-    if body.styles:
-        raise RequestError("Styles are not supported by this server; put the style's text in the prompt.")
     if body.seed_resize_from_w not in (-1, 0) or body.seed_resize_from_h not in (-1, 0):
         raise RequestError("seed_resize_from_w/h are not supported by this server.")
 
@@ -183,6 +181,19 @@ class Api:
             raise RequestError("override_settings.sd_model_checkpoint must be a model name.")
         return self.service.model_for_request(user, client_host(request), wanted)
 
+    def _prompt_settings(self, body: Txt2ImgBody) -> dict:
+        """CLIP skip and the VAE: the request's override_settings, else what an admin set in the options, else
+        A1111's defaults (1, Automatic)."""
+        override = body.override_settings or {}
+        options = self.state.server_options
+        clip_skip = override.get("CLIP_stop_at_last_layers", options.get("CLIP_stop_at_last_layers", 1))
+        if isinstance(clip_skip, bool) or not isinstance(clip_skip, (int, float)) or clip_skip != int(clip_skip):
+            raise RequestError("CLIP_stop_at_last_layers must be a whole number (1 = the last layer).")
+        vae = override.get("sd_vae", options.get("sd_vae", "Automatic"))
+        if not isinstance(vae, str):
+            raise RequestError("sd_vae must be the name of a VAE file, or Automatic.")
+        return dict(clip_skip=int(clip_skip), vae=None if vae.strip().lower() in ("", "automatic", "none") else vae)
+
     def build_request(self, request: Request, user: str, body: Txt2ImgBody, img2img: bool) -> GenerationRequest:
         _refuse_unsupported(body)
         settings = self.service.settings
@@ -198,6 +209,8 @@ class Api:
             batch_size=body.batch_size,
             batch_count=body.n_iter,
             model=self._model(request, user, body),
+            styles=tuple(body.styles or ()),
+            **self._prompt_settings(body),
         )
         if img2img:
             assert isinstance(body, Img2ImgBody)
@@ -230,7 +243,7 @@ class Api:
             return Response(status_code=499)  # nobody reads it: the client has gone
         result = job.result
         if isinstance(result, Failed):
-            raise bad_request(result.message, 500)
+            raise bad_request(result.message, 422 if result.bad_request else 500)
         echo = body.model_dump()
         echo.pop("init_images", None)
         echo.pop("mask", None)
@@ -282,9 +295,9 @@ class Api:
             "sd_model_name": first.get("Model", job.started.model if job.started else gen.model),
             "sd_model_hash": first.get("Model hash"),
             "denoising_strength": gen.denoising_strength if gen.init_image is not None else None,
-            "styles": [],
+            "styles": list(gen.styles),
             "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(job.created)),
-            "clip_skip": 1,
+            "clip_skip": gen.clip_skip,
             "is_using_inpainting_conditioning": gen.mask is not None,
             "infotexts": infotexts,
             "index_of_first_image": 0,
@@ -356,6 +369,7 @@ def build_router(state: ServerState) -> APIRouter:
     router = APIRouter()
     _job_routes(router, state, api, state.service)
     _model_and_option_routes(router, state, api, state.service)
+    _prompt_library_routes(router, state.service)
     return router
 
 
@@ -396,6 +410,35 @@ def _job_routes(router: APIRouter, state: ServerState, api: Api, service) -> Non
         return {"skipped": job.id if job else None}
 
 
+def _prompt_library_routes(router: APIRouter, service) -> None:
+    """What prompts may use: LoRAs, embeddings, styles, VAEs (names and metadata; server paths never leave)."""
+    @router.get("/sdapi/v1/loras")
+    def loras():
+        return service.loras()
+
+    @router.post("/sdapi/v1/refresh-loras")
+    def refresh_loras():
+        service.refresh_loras()
+        return None
+
+    @router.get("/sdapi/v1/embeddings")
+    def embeddings():
+        return service.embeddings()
+
+    @router.post("/sdapi/v1/refresh-embeddings")
+    def refresh_embeddings():
+        service.refresh_embeddings()
+        return None
+
+    @router.get("/sdapi/v1/prompt-styles")
+    def prompt_styles():
+        return [{"name": s.name, "prompt": s.prompt, "negative_prompt": s.negative_prompt} for s in service.styles()]
+
+    @router.get("/sdapi/v1/sd-vae")
+    def sd_vae():
+        return service.vaes()
+
+
 def _model_and_option_routes(router: APIRouter, state: ServerState, api: Api, service) -> None:
     """Samplers, schedulers, models, options (admins change the server's; everyone picks their model), memory."""
     @router.get("/sdapi/v1/samplers")
@@ -431,8 +474,8 @@ def _model_and_option_routes(router: APIRouter, state: ServerState, api: Api, se
         options.update(
             sd_model_checkpoint=state.model_for(request.state.user),
             samples_format="png",
-            CLIP_stop_at_last_layers=1,
-            sd_vae="Automatic",
+            CLIP_stop_at_last_layers=state.server_options.get("CLIP_stop_at_last_layers", 1),
+            sd_vae=state.server_options.get("sd_vae", "Automatic"),
             live_previews_enable=service.settings.preview != "off",
             show_progress_every_n_steps=service.settings.preview_interval(),
         )

@@ -1,12 +1,11 @@
 """The studio's own per-user routes under /studio: history, files, the queue, and jobs (status, preview, cancel,
-skip, submit). Every route acts for the caller only. No torch."""
+skip, submit), and the LoRA preview pictures the Networks panel shows. Every route acts for the caller only. No torch."""
 
 from __future__ import annotations
 
-
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 
 from ..jobs import Job
 from ..contract import QueueFullError, RequestError
@@ -17,6 +16,7 @@ from .state import ServerState
 def build_studio_router(state: ServerState) -> APIRouter:
     router = APIRouter()
     _file_routes(router, state)
+    _lora_preview_route(router, state.service)
     _job_routes(router, state, Api(state), state.service)
     return router
 
@@ -43,6 +43,20 @@ def _file_routes(router: APIRouter, state: ServerState) -> None:
         if path is None:
             raise HTTPException(404, "No such image among your outputs.")
         return FileResponse(path, media_type="image/png")
+
+
+def _lora_preview_route(router: APIRouter, service) -> None:
+    @router.get("/studio/api/loras/{name}/preview")
+    def lora_preview(name: str):
+        if len(name) > 300:
+            raise HTTPException(404, "No such LoRA.")
+        found = service.lora_preview(name)
+        if found is None:
+            raise HTTPException(404, "No preview picture for this LoRA: put name.png (or .jpg, .webp) beside its file.")
+        data, media_type = found
+        return Response(data, media_type=media_type, headers={
+            "Cache-Control": "private, max-age=60", "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "default-src 'none'"})
 
 
 def _job_routes(router: APIRouter, state: ServerState, api: Api, service) -> None:
