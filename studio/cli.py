@@ -37,37 +37,26 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--styles", action="append", default=[], metavar="NAME", help="a style from --styles-file, applied to the prompts (repeat for several)")
     gen.add_argument("--clip-skip", type=int, default=1, metavar="N", help="stop the text encoder N-1 layers early (A1111's Clip skip; default 1)")
     gen.add_argument("--vae", default=None, metavar="FILE", help="a VAE file's name in --vae-dir (default: the model's own)")
+    gen.add_argument("--scheduler", default=None, metavar="TYPE", help="A1111's schedule type: Karras, Exponential, SGM Uniform, ... (default: the sampler's own)")
+    gen.add_argument("--subseed", type=int, default=-1, help="variation seed (-1: random); image i uses subseed+i")
+    gen.add_argument("--subseed-strength", type=float, default=0.0, help="how far towards the variation seed's noise (0..1)")
+    gen.add_argument("--tiling", action="store_true", help="seamless: the image tiles with itself")
+    hires = gen.add_argument_group("hires fix (text to image)")
+    hires.add_argument("--hires", action="store_true", help="draw at --width x --height, upscale, then redraw details (A1111's hires fix)")
+    hires.add_argument("--hr-scale", type=float, default=2.0, help="the upscale factor")
+    hires.add_argument("--hr-upscaler", default="Latent", help="Latent, Latent (bicubic), ..., Lanczos, Nearest, or a model in --upscaler-dir")
+    hires.add_argument("--hr-steps", type=int, default=0, help="second-pass steps (0: the same as --steps)")
+    hires.add_argument("--hr-denoising-strength", type=float, default=0.7, help="how much the second pass redraws")
     gen.add_argument("--out", type=Path, default=None, help="outputs folder (same as --outputs)")
     gen.add_argument("-v", "--verbose", action="store_true")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if args.out is not None:
-        args.outputs = args.out
-    settings = settings_from_args(args)
-    # Imported here so `--help` is instant and argument errors come before loading torch.
-    from .checkpoints import ModelError
-    from .engine import Engine
-    from .outputs import OutputStore
-    from .contract import LOCAL_USER, Failed, GenerationRequest, RequestError
-    from .service import JobService
-    from .validation import decode_image
+def _request(args, init, mask):
+    """The request the command line asks for (A1111 API names)."""
+    from .contract import GenerationRequest
 
-    try:
-        init = decode_image(args.init_image.read_bytes(), f"--init-image {args.init_image}", settings) if args.init_image else None
-        mask = decode_image(args.mask.read_bytes(), f"--mask {args.mask}", settings) if args.mask else None
-        if mask is not None and init is None:
-            raise RequestError("--mask needs --init-image (the image to inpaint).")
-    except OSError as exc:
-        print(f"error: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
-        return 2
-    except RequestError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    request = GenerationRequest(
+    return GenerationRequest(
         prompt=args.prompt,
         negative_prompt=args.negative_prompt,
         seed=args.seed,
@@ -85,7 +74,44 @@ def main(argv: list[str] | None = None) -> int:
         styles=tuple(args.styles),
         clip_skip=args.clip_skip,
         vae=args.vae,
+        scheduler=args.scheduler,
+        subseed=args.subseed,
+        subseed_strength=args.subseed_strength,
+        tiling=args.tiling,
+        enable_hr=args.hires,
+        hr_scale=args.hr_scale,
+        hr_upscaler=args.hr_upscaler,
+        hr_second_pass_steps=args.hr_steps,
+        hr_denoising_strength=args.hr_denoising_strength,
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.out is not None:
+        args.outputs = args.out
+    settings = settings_from_args(args)
+    # Imported here so `--help` is instant and argument errors come before loading torch.
+    from .checkpoints import ModelError
+    from .engine import Engine
+    from .outputs import OutputStore
+    from .contract import LOCAL_USER, Failed, RequestError
+    from .service import JobService
+    from .validation import decode_image
+
+    try:
+        init = decode_image(args.init_image.read_bytes(), f"--init-image {args.init_image}", settings) if args.init_image else None
+        mask = decode_image(args.mask.read_bytes(), f"--mask {args.mask}", settings) if args.mask else None
+        if mask is not None and init is None:
+            raise RequestError("--mask needs --init-image (the image to inpaint).")
+    except OSError as exc:
+        print(f"error: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except RequestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    request = _request(args, init, mask)
     engine = None
     try:
         from .validation import validate

@@ -47,6 +47,7 @@ class Settings:
     embeddings_dir: Optional[Path] = Path("embeddings")
     vae_dir: Optional[Path] = Path("models/VAE")
     styles_file: Optional[Path] = Path("styles.csv")
+    upscaler_dir: Optional[Path] = Path("models/ESRGAN")  # ESRGAN-family upscaler models (hires fix, Extras)
 
     def preview_interval(self) -> int:
         if self.preview_every:
@@ -87,6 +88,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--lora-dir", type=Path, default=Settings.lora_dir, metavar="DIR", help="LoRA / LyCORIS .safetensors files for <lora:name:weight> (default: models/Lora)")
     g.add_argument("--embeddings-dir", type=Path, default=Settings.embeddings_dir, metavar="DIR", help="textual-inversion embeddings, used by file name in prompts (default: embeddings)")
     g.add_argument("--vae-dir", type=Path, default=Settings.vae_dir, metavar="DIR", help="VAE files to choose from (default: models/VAE)")
+    g.add_argument("--upscaler-dir", type=Path, default=Settings.upscaler_dir, metavar="DIR", help="ESRGAN-family upscaler models for hires fix (default: models/ESRGAN)")
     g.add_argument("--styles-file", type=Path, default=Settings.styles_file, metavar="CSV", help="A1111's styles.csv: name, prompt, negative_prompt (default: styles.csv)")
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -117,5 +119,6 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         embeddings_dir=args.embeddings_dir,
         vae_dir=args.vae_dir,
         styles_file=args.styles_file,
+        upscaler_dir=args.upscaler_dir,
         **({"cache_dir": args.cache_dir} if args.cache_dir else {}),
     )

@@ -21,6 +21,7 @@ class Task(str, enum.Enum):
     TXT2IMG = "txt2img"
     IMG2IMG = "img2img"
     INPAINT = "inpaint"
+    HIRES_FIX = "hires_fix"  # txt2img, upscaled, then img2img: studio/hires.py
 
 
 class RequestError(ValueError):
@@ -53,6 +54,23 @@ class GenerationRequest:
     clip_skip: int = 1  # A1111's CLIP_stop_at_last_layers: 1 = the text encoder's last layer
     styles: tuple[str, ...] = ()  # names in the styles file, applied in order before anything else
     vae: Optional[str] = None  # a file name in the VAE folder; None / "Automatic": the model's own VAE
+    scheduler: Optional[str] = None  # A1111's "Schedule type" (Karras, Exponential, ...); None: the sampler's own
+    # Variation seeds: image i starts from slerp(subseed_strength, noise(seed + i), noise(subseed + i)).
+    subseed: int = -1  # -1: random
+    subseed_strength: float = 0.0
+    seed_resize_from: Optional[tuple[int, int]] = None  # (width, height): the noise as it was drawn at that size
+    tiling: bool = False  # seamless: circular padding in the UNet and VAE for this job
+    # Hires fix (txt2img): a first pass at width × height, upscaled, then an image-to-image second pass.
+    enable_hr: bool = False
+    hr_scale: float = 2.0
+    hr_resize: Optional[tuple[int, int]] = None  # (width, height) instead of hr_scale
+    hr_upscaler: str = "Latent"
+    hr_second_pass_steps: int = 0  # 0: the first pass's steps
+    hr_sampler_name: Optional[str] = None  # None: the first pass's sampler
+    hr_scheduler: Optional[str] = None
+    hr_prompt: Optional[str] = None  # None: the prompt
+    hr_negative_prompt: Optional[str] = None
+    hr_denoising_strength: float = 0.7  # A1111's denoising_strength for the second pass
 
     @property
     def task(self) -> Task:
@@ -60,7 +78,7 @@ class GenerationRequest:
             return Task.INPAINT
         if self.init_image is not None:
             return Task.IMG2IMG
-        return Task.TXT2IMG
+        return Task.HIRES_FIX if self.enable_hr else Task.TXT2IMG
 
 
 # ---- events a job emits, in order: Queued* → Started → (Step | Preview)* → Finished | Failed | Cancelled

@@ -127,7 +127,8 @@ class BatchPolicy:
         if not batchable(request):  # the task registry's rule (studio/tasks.py)
             return None
         model = request.model or self.default_model
-        return (model, request.width, request.height, request.steps, request.sampler_name, float(request.cfg_scale), prompt_setup(request))
+        return (model, request.width, request.height, request.steps, request.sampler_name, request.scheduler,
+                float(request.cfg_scale), prompt_setup(request))
 
 
 def prompt_setup(request: GenerationRequest) -> tuple:

@@ -19,6 +19,7 @@ from .checkpoints import ModelCache, ModelError, default_model_name, list_checkp
 from .config import DEFAULT_MODEL, PREVIEW_MODES, Settings
 from .contract import Cancelled, Failed, GenerationRequest, RequestError
 from .conditioning import PromptLibrary, encoder_dims
+from .upscalers import UpscalerLibrary
 from .dispatch import BatchPolicy, Dispatcher
 from .jobs import Job, JobRegistry
 from .outputs import OutputStore
@@ -81,6 +82,8 @@ class Engine:
         log.info("Device %s, dtype %s, attention %s (%s)", self.device, self.dtype, self.attention.backend, self.attention.reason)
         self.models = ModelCache(settings, self.device, self.dtype, self.attention)
         self.prompt_library = PromptLibrary.from_settings(settings, hashes=self.models.hashes)  # styles, LoRAs, embeddings, VAEs
+        folders = [settings.upscaler_dir, settings.upscaler_dir.parent / "RealESRGAN"] if settings.upscaler_dir else None
+        self.upscalers = UpscalerLibrary(folders, allow_pickle=settings.allow_pickle)  # hires fix, Extras (A1111's two folders)
         self.dispatcher = Dispatcher(settings.max_queue_per_user, self._batch_policy)
         self.jobs = JobRegistry(max_frames_bytes=settings.max_frames_mb * 1024 * 1024)  # each owner's recent jobs, found by id
         self.threads = EngineThreads(
@@ -175,6 +178,8 @@ class Engine:
         load, unless the caller vouches that this user may load anything (an admin; the CLI and benchmarks, whose
         user is the operator) — see studio.access."""
         validate(request, self.settings)
+        if request.enable_hr:
+            self.upscalers.check(request.hr_upscaler)  # an unknown upscaler: refused now, not after the first pass
         request = self._checked_model(request, may_name_any_model)
         job = Job(request, owner)
         self.dispatcher.put(job)

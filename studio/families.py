@@ -29,6 +29,10 @@ class TaskPipelines:
         return getattr(self, Task(task).value)
 
 
+# The tasks with a pipeline class of their own in every family (hires fix runs the txt2img and img2img ones).
+PIPELINE_TASKS = (Task.TXT2IMG, Task.IMG2IMG, Task.INPAINT)
+
+
 @dataclass(frozen=True)
 class PredictionOverride:
     """Checkpoints whose file name says they predict something other than their config does. A1111 reads a .yaml

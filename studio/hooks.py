@@ -70,7 +70,7 @@ class CancelHook(StepHook):
         for job in state.slices:
             if job.cancel_requested.is_set():
                 job.finish(Cancelled())  # the user sees it stop now
-        if not [job for job in state.live if not job.skip_requested.is_set()]:
+        if all(job.stopping_call() for job in state.live):
             state.stop = True
 
 
@@ -140,6 +140,9 @@ class HookChain:
     batch_index: int = 0
     batch_count: int = 1
     offsets: dict = field(init=False)
+    # A job of two pipeline calls per batch (hires fix): the steps of both, and this call's first step among them.
+    steps_per_batch: Optional[int] = None  # None: this call's own steps
+    step_offset: int = 0
 
     def __post_init__(self):
         self.offsets, offset = {}, 0
@@ -161,7 +164,9 @@ class HookChain:
     def __call__(self, pipe, i, t, tensors) -> dict:
         live = [job for job in self.slices if not job.cancel_requested.is_set()]
         per_batch = pipe.num_timesteps
-        step, total = self.batch_index * per_batch + i + 1, self.batch_count * per_batch
+        steps = self.steps_per_batch or per_batch
+        total = self.batch_count * steps
+        step = min(total, self.batch_index * steps + self.step_offset + i + 1)  # a second pass may run a step more than foreseen
         state = StepState(pipe, i, tensors, self.slices, self.offsets, live, self.batch_index, per_batch, step, total)
         changed: dict = {}
         for hook in self.hooks:

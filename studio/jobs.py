@@ -96,6 +96,7 @@ class Job:
         self._lock = threading.Lock()  # status, state and channels change together: watch() never misses an event
         self.cancel_requested = threading.Event()
         self.skip_requested = threading.Event()
+        self.skip_batch_requested = threading.Event()  # A1111's skip: this batch ends now, the next ones still run
         self.step_frames: list = []  # previews.StepFrames, one per previewed step, for the Step previews tab
         self.event_times: dict[str, float] = {}  # event type name → perf_counter() when first emitted (benchmarks)
         self.last_queued: Optional[Queued] = None
@@ -165,6 +166,15 @@ class Job:
     def skip(self) -> None:
         """Finish early (A1111's "skip"): the current image is finished from where it is, the rest not started."""
         self.skip_requested.set()
+
+    def skip_batch(self) -> None:
+        """End the batch being sampled now (its images finished from where they are), then go on with the next
+        batch of the job (A1111's "skip"; with batch count 1 it is the same as skip())."""
+        self.skip_batch_requested.set()
+
+    def stopping_call(self) -> bool:
+        """Whether this job wants the pipeline call that runs it to end now (cancel, skip or skip of the batch)."""
+        return self.cancel_requested.is_set() or self.skip_requested.is_set() or self.skip_batch_requested.is_set()
 
     def watch(self, ignore: tuple = ()) -> EventChannel:
         """A new channel of this job's events for another consumer, starting from where the job is now (its

@@ -96,6 +96,17 @@ def execution_device(pipe) -> torch.device:
         return pipe.device
 
 
+def decoded(pipe, output) -> list:
+    """A call's output as PIL images: latents (output_type="latent") decoded by the pipeline's VAE as diffusers
+    decodes them at the end of a call; PIL images as they are."""
+    if not isinstance(output, torch.Tensor):
+        return list(output)
+    vae = pipe.vae
+    with torch.no_grad():
+        pixels = vae.decode(output.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+    return pipe.image_processor.postprocess(pixels, output_type="pil")
+
+
 def make_scheduler(sampler: Sampler, base_config: dict):
     import diffusers
 

@@ -8,19 +8,23 @@ batch holds every job's images, each with its own seed). What differs per task c
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 import time
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
 from typing import Optional
 
 from . import __version__
 from .checkpoints import LoadedModel
 from .contract import GenerationRequest, Started, Task
-from .conditioning import Applied, PromptConditioning, PromptTools, encode_job, lora_set, plan_prompts, shared_calls
+from .conditioning import Applied, PromptConditioning, PromptTools, ScheduleHook, encode_job, lora_set, plan_prompts, shared_calls
 from .fast import graphs_paused
 from .hooks import CancelHook, HookChain, PreviewHook, ProgressHook, StepClock
 from .jobs import Job
 from .metadata import build_infotext
-from .pipelines import callback_tensor_inputs, generators, job_pipeline, make_scheduler
+from .hires import SecondPass, first_pass_output_type, hires_request, run_second_pass, second_pass_steps, upscale_first_pass
+from .noise import batch_latents, generators_after_start
+from .pipelines import callback_tensor_inputs, decoded, generators, job_pipeline, make_scheduler
+from .tiling import seamless
 from .previews import PreviewDecoder
 from .samplers import find_sampler
 from .tasks import PreparedJob, pipeline_arguments, prepare, task_spec
@@ -43,7 +47,7 @@ class Runner:
         engine = self.engine
         first = jobs[0].request
         model = engine.models.get(first.model or engine.current_model)
-        sampler = find_sampler(first.sampler_name)
+        sampler = find_sampler(first.sampler_name, first.scheduler)
         decoder = self.decoder(model)
         prepared = {job: prepare(job.request, model.default_size, engine.settings.max_size) for job in jobs}
         plans = {job: plan_prompts(job.request, engine.prompt_library.styles) for job in jobs}
@@ -71,34 +75,78 @@ class Runner:
         return {job: (results[job], job in skipped) for job in jobs}
 
     def _run_call(self, calls: CallPlan, slices: dict, hooks: HookChain, results: dict, skipped: set) -> None:
-        """One pipeline call for `slices` (job → its seeds in this call); each job's images, post-processed by
-        its task, with their infotexts, go to results[job]; a job that asked to skip joins `skipped`."""
+        """One pipeline call for `slices` (job → its seeds in this call) — two for a hires fix job; each job's images,
+        post-processed by its task, with their infotexts, go to results[job]; a job that asked to skip joins
+        `skipped`."""
         model, prepared = calls.model, calls.prepared
         lead = next(iter(slices))
-        task = prepared[lead].task
-        scheduler = make_scheduler(calls.sampler, model.scheduler_config)
-        pipe = job_pipeline(model.task_pipelines, model.pipe, model.family, task, scheduler, self.engine.dtype)
+        spec = task_spec(prepared[lead].task)
+        pipe = self._pipeline(model, spec.pipeline_task, calls.sampler)
         arguments = pipeline_arguments(lead.request, prepared[lead], slices[lead])
         arguments["generator"] = generators([seed for seeds in slices.values() for seed in seeds])
-        conditioning = PromptConditioning(calls.tools.encoder, {job: (calls.conditioning[job], len(seeds)) for job, seeds in slices.items()}, lead.request.clip_skip)
-        arguments.update(conditioning.arguments())
-        schedule = conditioning.hook()
-        if schedule is not None:
-            hooks.hooks.append(schedule)
+        if prepared[lead].varies_noise:  # such a job runs alone (tasks.batchable)
+            arguments["latents"], arguments["generator"] = start_latents(pipe, lead.request, prepared[lead], slices[lead])
+        arguments.update(self._conditioning(calls, slices, hooks, lead.request.clip_skip))
         arguments["callback_on_step_end_tensor_inputs"] = hooks.tensor_inputs(callback_tensor_inputs(pipe))
-        with graphs_paused(pipe, not hooks.graph_safe), calls.applied.vae_on(pipe):
-            images = iter(pipe(**arguments, callback_on_step_end=hooks).images)
+        second = self._second_pass(calls, slices, lead, hooks) if spec.passes == 2 else None
+        if second is not None:
+            hooks.steps_per_batch = lead.request.steps + second_pass_steps(lead.request)
+            arguments["output_type"] = first_pass_output_type(second.upscaler)
+        # A captured CUDA graph would replay the zero padding: tiling jobs run the UNet without graphs.
+        with graphs_paused(pipe, not hooks.graph_safe or lead.request.tiling), calls.applied.vae_on(pipe), seamless(pipe) if lead.request.tiling else nullcontext():
+            output = pipe(**arguments, callback_on_step_end=hooks).images
+            if second is not None:
+                pipe, output = self._finish_hires(pipe, output, second, hooks, calls)
+        images = iter(output)
         for job, seeds in slices.items():
             mine = [next(images) for _ in seeds]
             if job.cancel_requested.is_set():
                 continue
             job_prepared = prepared[job]
-            spec = task_spec(job_prepared.task)
             for image, seed in zip(mine, seeds):
-                image = spec.post_process(pipe, job_prepared, image)
+                image = task_spec(job_prepared.task).post_process(pipe, job_prepared, image)
                 results[job].append((image, calls.infotext(job, seed), seed))
             if job.skip_requested.is_set():
                 skipped.add(job)
+            job.skip_batch_requested.clear()  # the next batch of the job runs
+
+    def _pipeline(self, model: LoadedModel, task: Task, sampler):
+        scheduler = make_scheduler(sampler, model.scheduler_config)
+        return job_pipeline(model.task_pipelines, model.pipe, model.family, task, scheduler, self.engine.dtype)
+
+    def _conditioning(self, calls: CallPlan, slices: dict, hooks: HookChain, clip_skip: int) -> dict:
+        """The call's prompt embeds; a prompt-editing schedule adds its step hook to `hooks`."""
+        conditioning = PromptConditioning(calls.tools.encoder, {job: (calls.conditioning[job], len(seeds)) for job, seeds in slices.items()}, clip_skip)
+        schedule = conditioning.hook()
+        if schedule is not None:
+            hooks.hooks.append(schedule)
+        return conditioning.arguments()
+
+    def _second_pass(self, calls: CallPlan, slices: dict, lead: Job, first_hooks: HookChain) -> SecondPass:
+        """The hires fix's image-to-image call, prepared: its pipeline, sampler, prompts (encoded for its own steps),
+        hooks that count on from the first pass."""
+        request = hires_request(lead.request)
+        pipe = self._pipeline(calls.model, Task.IMG2IMG, find_sampler(request.sampler_name, request.scheduler))
+        plan = plan_prompts(request, self.engine.prompt_library.styles)
+        conditioning = {job: encode_job(calls.tools.encoder, plan, request.steps, request.clip_skip) for job in slices}
+        hooks = HookChain([hook for hook in first_hooks.hooks if not isinstance(hook, ScheduleHook)], slices,
+                          first_hooks.batch_index, first_hooks.batch_count,
+                          steps_per_batch=lead.request.steps + second_pass_steps(lead.request), step_offset=lead.request.steps)
+        arguments = dict(guidance_scale=float(request.cfg_scale), num_images_per_prompt=1,
+                         generator=generators([seed for seeds in slices.values() for seed in seeds]))
+        arguments.update(self._conditioning(replace(calls, conditioning=conditioning), slices, hooks, request.clip_skip))
+        arguments["callback_on_step_end_tensor_inputs"] = hooks.tensor_inputs(callback_tensor_inputs(pipe))
+        width, height = calls.prepared[lead].final_size
+        return SecondPass(pipe, arguments, width, height, request.hr_upscaler, request.hr_denoising_strength, request.steps, hooks)
+
+    def _finish_hires(self, first_pipe, first_output, second: SecondPass, first_hooks: HookChain, calls: CallPlan):
+        """The upscale and the second pass — unless every job of the call stopped during the first (then its images
+        as they stood are the result, as in A1111)."""
+        if all(job.stopping_call() for job in first_hooks.slices):
+            return first_pipe, decoded(first_pipe, first_output)
+        image = upscale_first_pass(first_output, second, self.engine.upscalers, self.engine.device, self.engine.dtype)
+        with calls.applied.vae_on(second.pipe):
+            return second.pipe, run_second_pass(second, image, second.hooks)
 
     def prompt_tools(self, model: LoadedModel) -> PromptTools:
         """The prompt encoder, LoRA applier and VAE choice of `model`, kept while it stays loaded."""
@@ -152,6 +200,18 @@ class Runner:
         log.info("Warm-up done in %.1f s", time.perf_counter() - started)
 
 
+def start_latents(pipe, request: GenerationRequest, prepared: PreparedJob, seeds: list[int]):
+    """(start latents, generators) for `seeds` (images of one job): the start noise with its variation seeds and
+    seed resize, as A1111 draws it (diffusers scales it by the scheduler's init_noise_sigma itself)."""
+    subseeds = [prepared.subseeds[prepared.seeds.index(seed)] for seed in seeds]
+    shape = dict(latent_channels=pipe.unet.config.in_channels, vae_scale=pipe.vae_scale_factor, dtype=pipe.unet.dtype)
+    latents = batch_latents(seeds, subseeds, float(request.subseed_strength), prepared.width, prepared.height,
+                            seed_resize_from=request.seed_resize_from, **shape)
+    # Given latents, diffusers draws no start noise: the generators must start where that draw leaves them, so an
+    # ancestral sampler's step noise is what it would have been (as in A1111).
+    return latents, generators_after_start(seeds, prepared.width, prepared.height, **shape)
+
+
 @dataclass
 class CallPlan:
     """What every pipeline call of one group shares: model, sampler, prompt tools, what is applied, and each
@@ -167,14 +227,28 @@ class CallPlan:
 
     def infotext(self, job, seed: int) -> str:
         plan, request = self.plans[job], job.request
-        after_model = {"VAE hash": self.applied.vae_hash, "VAE": self.applied.vae_name}
+        after_model = {"VAE hash": self.applied.vae_hash, "VAE": self.applied.vae_name, **variation_fields(request, self.prepared[job], seed)}
         used = self.conditioning[job].embeddings_used
         after_task = {
             "Clip skip": request.clip_skip if request.clip_skip > 1 else None,
+            "Tiling": True if request.tiling else None,
             "Lora hashes": ", ".join(f"{name}: {h}" for name, h in self.applied.lora_hashes.items() if h) or None,
             "TI hashes": ", ".join(f"{name}: {self.tools.library.embeddings.short_hash(name)}" for name in used) or None,
         }
         return infotext(request, self.prepared[job], self.model, self.sampler, seed, (plan.prompt, plan.negative), after_model, after_task)
+
+
+def variation_fields(request: GenerationRequest, prepared: PreparedJob, seed: int) -> dict:
+    """A1111's "Variation seed", "Variation seed strength" and "Seed resize from" for the image of `seed`."""
+    if not prepared.varies_noise:
+        return {}
+    fields = {}
+    if request.subseed_strength > 0:
+        fields["Variation seed"] = prepared.subseeds[prepared.seeds.index(seed)]
+        fields["Variation seed strength"] = float(request.subseed_strength)
+    if request.seed_resize_from is not None:
+        fields["Seed resize from"] = f"{request.seed_resize_from[0]}x{request.seed_resize_from[1]}"
+    return fields
 
 
 def infotext(request: GenerationRequest, prepared: PreparedJob, model: LoadedModel, sampler, seed: int, prompts: tuple[str, str],
@@ -185,7 +259,7 @@ def infotext(request: GenerationRequest, prepared: PreparedJob, model: LoadedMod
     params = {
         "Steps": request.steps,
         "Sampler": sampler.spec.name,
-        "Schedule type": "Karras" if sampler.karras else None,
+        "Schedule type": sampler.schedule_type if sampler.schedule_type != "Automatic" else None,
         "CFG scale": float(request.cfg_scale),
         "Seed": seed,
         "Size": f"{prepared.width}x{prepared.height}",

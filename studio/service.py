@@ -82,6 +82,14 @@ class JobService:
             own.skip()
         return own
 
+    def skip_batch(self, user: str, job: Union[Job, str, None]) -> Optional[Job]:
+        """End the user's current batch early and go on with the next (A1111's /sdapi/v1/skip). Returns the job, or
+        None when it is not theirs."""
+        own = self._own(user, job)
+        if own is not None:
+            own.skip_batch()
+        return own
+
     def active_jobs(self, user: str) -> list[Job]:
         """The user's running job (if any) then their queued jobs, in queue order, UI and API alike."""
         jobs = [job for job in self.engine.running_jobs if job.owner == user and not job.done]
@@ -154,6 +162,20 @@ class JobService:
         """(bytes, media type) of the preview picture beside the LoRA file called `name`, or None."""
         return self.engine.prompt_library.loras.preview_picture(name)
 
+    def upscalers(self) -> list[dict]:
+        """A1111's /sdapi/v1/upscalers entries (names; never server paths)."""
+        return self.engine.upscalers.listing()
+
+    def hires_upscalers(self) -> list[str]:
+        """The names hires fix takes, as A1111's menu lists them: the latent modes, then None, Lanczos, Nearest and
+        the installed models."""
+        from .upscalers import LATENT_NAMES
+
+        return list(LATENT_NAMES) + self.engine.upscalers.names()
+
+    def realesrgan_models(self) -> list[dict]:
+        return self.engine.upscalers.realesrgan_listing()
+
     def embeddings(self) -> dict:
         """A1111's /sdapi/v1/embeddings: those that fit the current model ("loaded") and the others ("skipped")."""
         return self.engine.embeddings_listing()
@@ -169,6 +191,53 @@ class JobService:
     def vaes(self) -> list[dict]:
         """A1111's /sdapi/v1/sd-vae entries: model_name, filename (both the file's name in the VAE folder)."""
         return self.engine.prompt_library.vaes.listing()
+
+    # ---- Extras and interrogate (studio/extras.py): on the caller's thread, one Extras job at a time in the process
+
+    def extras(self, user: str, request) -> tuple:
+        """A1111's Extras on one picture (a studio.extras.ExtrasRequest, its image a PIL image): (the picture, the info
+        text). Checked before any work; then it waits for the one Extras slot (studio.extras.GATE) and runs here with
+        the engine's upscalers, device and dtype. Raises RequestError; ExtrasBusyError when the slot stays taken."""
+        return self.extras_batch(user, [request])[0]
+
+    def extras_batch(self, user: str, requests) -> list:
+        """extras() for each request (at most studio.extras.MAX_BATCH_IMAGES), all checked before any work and run
+        under one hold of the slot: a list of (picture, info text)."""
+        from .extras import GATE, check_batch, run_plan
+
+        engine = self.engine
+        plans = check_batch(engine.upscalers, list(requests), engine.settings)
+        with GATE.hold():
+            return [run_plan(engine.upscalers, plan, engine.device, engine.dtype) for plan in plans]
+
+    def interrogate(self, user: str, image=None, model: str = "clip") -> str:
+        """A1111's interrogate: a caption for the picture. No captioning model is installed: raises RequestError."""
+        from .extras import interrogate
+
+        return interrogate(image, model)
+
+    # ---- scripts (A1111's script_name / script_args: studio/scripts)
+
+    def plan_script(self, name: str, request: GenerationRequest, script_args, user: str,
+                    client_host: Optional[str] = None, img2img: bool = False):
+        """Check a script call and expand it into its generations (studio.scripts.Plan), all checked and the image
+        count capped before anything runs. Raises RequestError (an unknown script names the known ones)."""
+        from .scripts import plan_script
+
+        return plan_script(self, name, request, script_args, user, client_host, img2img)
+
+    def run_script(self, plan, user: str, client_host: Optional[str] = None, stop=None):
+        """Run a plan's generations as `user`'s jobs through the fair queue (a few at a time), then its grids, saved
+        in the user's outputs. Returns studio.scripts.ScriptResult; raises ScriptStopped once `stop` (a
+        threading.Event) is set — every job of the script is then cancelled — and QueueFullError."""
+        from .scripts import run_plan
+
+        return run_plan(self, plan, user, client_host, stop)
+
+    def upscale_image(self, image, scale: float, upscaler: str):
+        """`image` upscaled by `scale` with the named picture upscaler (SD upscale), on the engine's device."""
+        return self.engine.upscalers.upscale(image, scale=scale, name=upscaler, device=self.engine.device,
+                                             dtype=self.engine.dtype)
 
     # ---- results
 

@@ -29,6 +29,7 @@ class Inputs:
     init_image: Optional[Image.Image] = None
     mask: Optional[Image.Image] = None  # blurred by mask_blur, as the pipeline and the paste-back use it
     notes: list[str] = field(default_factory=list)  # things adjusted for the user, e.g. a resized mask
+    final_size: Optional[tuple[int, int]] = None  # hires fix: the second pass's (width, height)
 
 
 @dataclass
@@ -40,6 +41,13 @@ class PreparedJob:
     init_image: Optional[Image.Image]
     mask: Optional[Image.Image]  # blurred by mask_blur, as the pipeline and the paste-back use it
     notes: list[str]
+    subseeds: list[int] = field(default_factory=list)  # variation seeds, one per image (with subseed_strength > 0)
+    final_size: Optional[tuple[int, int]] = None  # hires fix: the second pass's (width, height)
+
+    @property
+    def varies_noise(self) -> bool:
+        """Whether the start noise is not simply each seed's (variation seeds, seed resize)."""
+        return bool(self.subseeds)
 
 
 def _keep(pipe, prepared: PreparedJob, image):
@@ -50,12 +58,18 @@ def _no_arguments(request: GenerationRequest, prepared: PreparedJob) -> dict:
     return {}
 
 
+def _no_description(request: GenerationRequest) -> dict:
+    return {}
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """One task. prepare(request, default_size, max_size) → Inputs; arguments(request, prepared) → the pipeline
     arguments beyond the common ones (prompts, steps, CFG, images per prompt, generators); post_process(pipe,
     prepared, image) → the image to save; infotext_fields: (infotext label, request attribute) pairs written for
-    this task, in order; shares_batches: its jobs may run as one dynamic batch (when batch_count is 1)."""
+    this task, in order, then describe(request)'s; shares_batches: its jobs may run as one dynamic batch (when
+    batch_count is 1); pipeline: the family pipeline its (first) call runs (None: the task's own); passes: 2 for a
+    task whose images go through a second, image-to-image call (studio/hires.py)."""
 
     task: Task
     prepare: Callable[[GenerationRequest, int, int], Inputs]
@@ -63,9 +77,16 @@ class TaskSpec:
     post_process: Callable = _keep
     infotext_fields: tuple[tuple[str, str], ...] = ()
     shares_batches: bool = False
+    describe: Callable[[GenerationRequest], dict] = _no_description
+    pipeline: Optional[Task] = None
+    passes: int = 1
+
+    @property
+    def pipeline_task(self) -> Task:
+        return self.pipeline or self.task
 
     def infotext(self, request: GenerationRequest) -> dict:
-        return {label: getattr(request, attribute) for label, attribute in self.infotext_fields}
+        return {**{label: getattr(request, attribute) for label, attribute in self.infotext_fields}, **self.describe(request)}
 
 
 # ---- preparation
@@ -102,6 +123,40 @@ def _with_mask(request: GenerationRequest, default_size: int, max_size: int) -> 
 # ---- pipeline arguments and post-processing
 
 
+def _hires_sizes(request: GenerationRequest, default_size: int, max_size: int) -> Inputs:
+    """The first pass at width × height; the second at hr_resize or × hr_scale (checked against max_size here,
+    where the model's default size is known)."""
+    from .contract import RequestError
+    from .validation import hires_size
+
+    inputs = _model_size(request, default_size, max_size)
+    final = hires_size(request, default_size)
+    if max(final) > max_size:
+        raise RequestError(f"The hires fix size {final[0]}×{final[1]} is over the server's limit of {max_size}: lower hr_scale.")
+    inputs.final_size = final
+    return inputs
+
+
+def _hires_description(request: GenerationRequest) -> dict:
+    """A1111's hires fields, in its order."""
+    described = {"Denoising strength": request.hr_denoising_strength}
+    if request.hr_resize is not None:
+        described["Hires resize"] = f"{request.hr_resize[0]}x{request.hr_resize[1]}"
+    else:
+        described["Hires upscale"] = request.hr_scale
+    described["Hires steps"] = request.hr_second_pass_steps or None
+    described["Hires upscaler"] = request.hr_upscaler
+    if request.hr_sampler_name and request.hr_sampler_name != request.sampler_name:
+        described["Hires sampler"] = request.hr_sampler_name
+    if request.hr_scheduler and request.hr_scheduler != request.scheduler:
+        described["Hires schedule type"] = request.hr_scheduler
+    if request.hr_prompt is not None and request.hr_prompt != request.prompt:
+        described["Hires prompt"] = request.hr_prompt
+    if request.hr_negative_prompt is not None and request.hr_negative_prompt != request.negative_prompt:
+        described["Hires negative prompt"] = request.hr_negative_prompt
+    return described
+
+
 def _size_arguments(request: GenerationRequest, prepared: PreparedJob) -> dict:
     return dict(width=prepared.width, height=prepared.height)
 
@@ -136,6 +191,7 @@ TASKS: dict[Task, TaskSpec] = {
         TaskSpec(Task.TXT2IMG, _model_size, _size_arguments, shares_batches=True),
         TaskSpec(Task.IMG2IMG, _from_init_image, _img2img_arguments, infotext_fields=(_DENOISING,)),
         TaskSpec(Task.INPAINT, _with_mask, _inpaint_arguments, _paste_back, (_DENOISING, ("Mask blur", "mask_blur"))),
+        TaskSpec(Task.HIRES_FIX, _hires_sizes, _size_arguments, describe=_hires_description, pipeline=Task.TXT2IMG, passes=2),
     )
 }
 
@@ -145,8 +201,10 @@ def task_spec(task: Task) -> TaskSpec:
 
 
 def batchable(request: GenerationRequest) -> bool:
-    """Whether this request may share one pipeline call with other users' jobs (dynamic batching)."""
-    return task_spec(request.task).shares_batches and request.batch_count == 1
+    """Whether this request may share one pipeline call with other users' jobs (dynamic batching): not when its
+    start noise or its model's padding is its own (variation seeds, seed resize, tiling)."""
+    own_noise = request.subseed_strength > 0 or request.seed_resize_from is not None
+    return task_spec(request.task).shares_batches and request.batch_count == 1 and not own_noise and not request.tiling
 
 
 def prepare(request: GenerationRequest, default_size: int, max_size: int) -> PreparedJob:
@@ -156,7 +214,12 @@ def prepare(request: GenerationRequest, default_size: int, max_size: int) -> Pre
     count = request.batch_size * request.batch_count
     first_seed = request.seed if request.seed >= 0 else random.randrange(2**32)
     seeds = [first_seed + i for i in range(count)]
-    return PreparedJob(task, inputs.width, inputs.height, seeds, inputs.init_image, inputs.mask, inputs.notes)
+    subseeds = []
+    if request.subseed_strength > 0 or request.seed_resize_from is not None:
+        first_subseed = request.subseed if request.subseed >= 0 else random.randrange(2**32)
+        subseeds = [first_subseed + i for i in range(count)]  # A1111: image i uses subseed + i
+    return PreparedJob(task, inputs.width, inputs.height, seeds, inputs.init_image, inputs.mask, inputs.notes, subseeds,
+                       inputs.final_size)
 
 
 def pipeline_arguments(request: GenerationRequest, prepared: PreparedJob, seeds: list[int]) -> dict:

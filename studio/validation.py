@@ -89,10 +89,7 @@ def validate(request: GenerationRequest, settings: Settings) -> None:
         raise RequestError(f"cfg_scale must be a number, got {request.cfg_scale!r}.") from None
     if not math.isfinite(cfg) or not 0 <= cfg <= 100:
         raise RequestError(f"cfg_scale must be a finite number between 0 and 100, got {request.cfg_scale!r}.")
-    try:
-        find_sampler(request.sampler_name)
-    except ValueError as exc:
-        raise RequestError(str(exc)) from None
+    _check_sampler(request.sampler_name, request.scheduler)
     clip_skip = _int("clip_skip", request.clip_skip)
     if not 1 <= clip_skip <= MAX_CLIP_SKIP:
         raise RequestError(f"clip_skip must be between 1 and {MAX_CLIP_SKIP}, got {clip_skip}.")
@@ -101,7 +98,12 @@ def validate(request: GenerationRequest, settings: Settings) -> None:
         raise RequestError(f"styles must be a list of at most {MAX_STYLES} style names.")
     if request.vae is not None and (not isinstance(request.vae, str) or len(request.vae) > MAX_NAME_CHARS):
         raise RequestError("vae must be the name of a VAE file (or Automatic).")
-    if request.task is Task.TXT2IMG:
+    _check_variation(request, settings)
+    if not isinstance(request.tiling, bool):
+        raise RequestError("tiling must be true or false.")
+    if request.task is Task.HIRES_FIX:
+        _check_hires(request, settings, steps)
+    if request.task in (Task.TXT2IMG, Task.HIRES_FIX):
         return
     strength = request.denoising_strength
     if not isinstance(strength, (int, float)) or not math.isfinite(strength) or not 0 < strength <= 1:
@@ -118,6 +120,80 @@ def validate(request: GenerationRequest, settings: Settings) -> None:
             raise RequestError(f"mask_blur must be between 0 and 64, got {blur}.")
         if request.mask.convert("L").getbbox() is None:
             raise RequestError("The mask is empty: paint the area to repaint (white) before generating.")
+
+
+def _check_sampler(name, schedule_type, label: str = "sampler") -> None:
+    if schedule_type is not None and (not isinstance(schedule_type, str) or len(schedule_type) > MAX_NAME_CHARS):
+        raise RequestError(f"The {label}'s schedule type must be a name such as Karras.")
+    try:
+        find_sampler(name, schedule_type)
+    except ValueError as exc:
+        raise RequestError(str(exc)) from None
+
+
+def _fraction(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= 1:
+        raise RequestError(f"{name} must be a number from 0 to 1, got {value!r}.")
+    return float(value)
+
+
+def _size_pair(name: str, value, settings: Settings) -> None:
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise RequestError(f"{name} must be a width and a height.")
+    for side in value:
+        side = _int(name, side)
+        if side % 8 or not 64 <= side <= settings.max_size:
+            raise RequestError(f"{name}: each side must be a multiple of 8 between 64 and {settings.max_size}, got {side}.")
+
+
+def _check_variation(request: GenerationRequest, settings: Settings) -> None:
+    subseed = _int("subseed", request.subseed)
+    if not -1 <= subseed <= MAX_SEED:
+        raise RequestError(f"subseed must be -1 (random) or between 0 and {MAX_SEED}, got {subseed}.")
+    strength = _fraction("subseed_strength", request.subseed_strength)
+    if request.seed_resize_from is not None:
+        _size_pair("seed_resize_from", request.seed_resize_from, settings)
+    if (strength > 0 or request.seed_resize_from is not None) and request.task not in (Task.TXT2IMG, Task.HIRES_FIX):
+        raise RequestError("Variation seeds and seed resize work in text to image (and hires fix) only on this server.")
+
+
+MAX_HIRES_SCALE = 4.0
+
+
+def hires_size(request: GenerationRequest, default_size: int) -> tuple[int, int]:
+    """The second pass's size: hr_resize if given, else width and height × hr_scale (down to a multiple of 8)."""
+    if request.hr_resize is not None:
+        return int(request.hr_resize[0]), int(request.hr_resize[1])
+    width, height = request.width or default_size, request.height or default_size
+    return int(width * request.hr_scale) // 8 * 8, int(height * request.hr_scale) // 8 * 8
+
+
+def _check_hires(request: GenerationRequest, settings: Settings, steps: int) -> None:
+    scale = request.hr_scale
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or not 1 <= scale <= MAX_HIRES_SCALE:
+        raise RequestError(f"hr_scale must be between 1 and {MAX_HIRES_SCALE:g}, got {scale!r}.")
+    if request.hr_resize is not None:
+        _size_pair("hr_resize", request.hr_resize, settings)
+    width, height = hires_size(request, 0)  # with the model's default size, the task's preparation checks it
+    if (request.hr_resize is not None or (request.width and request.height)) and max(width, height) > settings.max_size:
+        raise RequestError(f"The hires fix size {width}×{height} is over the server's limit of {settings.max_size}: "
+                           "lower hr_scale or the first pass's size.")
+    if not isinstance(request.hr_upscaler, str) or not request.hr_upscaler.strip() or len(request.hr_upscaler) > MAX_NAME_CHARS:
+        raise RequestError("hr_upscaler must be an upscaler's name, such as Latent.")
+    hr_steps = _int("hr_second_pass_steps", request.hr_second_pass_steps)
+    if not 0 <= hr_steps <= settings.max_steps:
+        raise RequestError(f"hr_second_pass_steps must be between 0 (the same as steps) and {settings.max_steps}, got {hr_steps}.")
+    strength = _fraction("denoising_strength", request.hr_denoising_strength)
+    if strength <= 0 or int((hr_steps or steps) * strength) < 1:
+        raise RequestError("The hires fix's second pass needs denoising_strength × its steps to be at least 1.")
+    if request.hr_sampler_name is not None or request.hr_scheduler is not None:
+        _check_sampler(request.hr_sampler_name or request.sampler_name, request.hr_scheduler, "hires sampler")
+    for name in ("hr_prompt", "hr_negative_prompt"):
+        text = getattr(request, name)
+        if text is not None:
+            if not isinstance(text, str):
+                raise RequestError(f"{name} must be text.")
+            check_prompt_length(text, name.replace("_", " "))
 
 
 def _check_image(name: str, image, settings: Settings) -> None:

@@ -72,7 +72,7 @@ def test_png_info_round_trip(client):
 def test_listing_routes(client):
     samplers = client.get("/sdapi/v1/samplers").json()
     assert {"name": "Euler a", "aliases": ["k_euler_a"], "options": {}} in samplers
-    assert [s["name"] for s in client.get("/sdapi/v1/schedulers").json()] == ["automatic", "karras"]
+    assert [s["name"] for s in client.get("/sdapi/v1/schedulers").json()] == ["automatic", "uniform", "karras", "exponential", "sgm_uniform", "beta"]
     models = client.get("/sdapi/v1/sd-models").json()
     assert any(m["title"] == "tiny" and m["hash"] for m in models)
     assert client.post("/sdapi/v1/refresh-checkpoints").status_code == 200
@@ -92,10 +92,13 @@ def test_scheduler_and_override_settings(client):
 @pytest.mark.parametrize(
     "change, words",
     [
-        ({"enable_hr": True}, "Hires"),
-        ({"subseed_strength": 0.5}, "Variation"),
+        ({"enable_hr": True, "hr_upscaler": "No such upscaler"}, "No such upscaler"),
+        ({"enable_hr": True, "hr_scale": 9}, "hr_scale"),
+        ({"subseed_strength": 1.5}, "subseed_strength"),
+        ({"restore_faces": True}, "models/GFPGAN"),
         ({"sampler_name": "Nope"}, "Unknown sampler"),
-        ({"scheduler": "exponential"}, "Unknown scheduler"),
+        ({"scheduler": "polynomial"}, "Unknown scheduler"),
+        ({"sampler_name": "Euler a", "scheduler": "karras"}, "no Karras schedule"),
         ({"width": 65}, "multiple of 8"),
         ({"steps": 0}, "steps"),
         ({"override_settings": {"CLIP_stop_at_last_layers": 1.5}}, "CLIP_stop_at_last_layers"),

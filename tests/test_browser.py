@@ -355,3 +355,68 @@ def test_a_chosen_style_is_applied(fresh_page):
     infotext = page.input_value("#txt2img-infotext textarea")
     assert infotext.startswith("a lighthouse, cinematic lighting"), infotext
     assert "Negative prompt: blurry" in infotext and "Clip skip: 2" in infotext
+
+
+def test_hires_fix_from_text_to_image(fresh_page):
+    """Open the Hires. fix accordion (closed at first), tick it, generate at 64×64: the result is the upscaled picture
+    and its parameters carry the hires fields. Seed's Extra shows the variation seed row."""
+    page = fresh_page
+    assert not page.locator("#txt2img-enable-hr").is_visible()  # closed by default
+    page.fill("#txt2img-prompt textarea", "a lighthouse at dusk")
+    for name, value in (("steps", 3), ("width", 64), ("height", 64)):
+        _set_slider(page, f"txt2img-{name}", value)
+    page.click("#txt2img-hires button.label-wrap")
+    page.wait_for_selector("#txt2img-enable-hr", state="visible", timeout=10_000)
+    page.check("#txt2img-enable-hr input[type=checkbox]")
+    page.wait_for_function("() => document.querySelector('#txt2img-hires-size').innerText.includes('64×64 → 128×128')", timeout=10_000)
+    page.wait_for_function("() => document.querySelector('#txt2img-hires').innerText.includes('Hires. fix — on')", timeout=10_000)
+    assert "Latent" in page.input_value("#txt2img-hr-upscaler input")
+    page.check("#txt2img-seed-extras input[type=checkbox]")
+    page.wait_for_selector("#txt2img-variation", state="visible", timeout=10_000)
+    page.click("#txt2img-generate")
+    page.wait_for_selector("#txt2img-progress .studio-progress-done", timeout=180_000)
+    infotext = page.input_value("#txt2img-infotext textarea")
+    assert "Hires upscale: 2" in infotext and "Hires upscaler: Latent" in infotext, infotext
+    assert "Variation seed" not in infotext  # Extra shown, strength 0: no variation
+    size = page.evaluate("() => { const i = document.querySelector('#txt2img-preview img'); return [i.naturalWidth, i.naturalHeight]; }")
+    assert size == [128, 128], size
+    page.locator("#txt2img-hires").scroll_into_view_if_needed()
+    _shot(page, "8-hires-fix")
+
+
+def test_extras_upscales_an_uploaded_image(browser_page, tmp_path):
+    """Extras: upload a 64×64 PNG, pick Lanczos, scale by 2, Generate: the 128×128 result and its info text; the
+    result goes on to Image to image, and a Text to image result comes to Extras with "→ Extras"."""
+    from tests.ui_support import make_input_png
+
+    page = browser_page
+    page.click("button[role=tab]:has-text('Extras')")
+    page.set_input_files("#extras-image input[type=file]", str(make_input_png(tmp_path / "small.png")))
+    page.wait_for_selector("#extras-image img", timeout=30_000)
+    page.click("#extras-upscaler-1 input")
+    page.click("#extras-upscaler-1 [role=option][aria-label='Lanczos']")
+    page.keyboard.press("Escape")
+    _set_slider(page, "extras-resize", 2)
+    page.click("#extras-generate")
+    page.wait_for_function("() => document.querySelector('#extras-info textarea').value.includes('Lanczos')", timeout=60_000)
+    assert page.input_value("#extras-info textarea") == "Postprocess upscale by: 2, Postprocess upscaler: Lanczos"
+    page.wait_for_function("() => { const i = document.querySelector('#extras-result img'); return i && i.naturalWidth > 0; }",
+                           timeout=30_000)
+    size = page.evaluate("() => { const i = document.querySelector('#extras-result img'); return [i.naturalWidth, i.naturalHeight]; }")
+    assert size == [128, 128], size
+    assert page.locator("#extras-result button[aria-label*='ownload'], #extras-result a[download]").count() >= 1
+    _shot(page, "9-extras")
+    # "Scale to" (its sub-tab sets resize_mode), cropped to fit
+    page.click("#extras-resize-tabs button[role=tab]:has-text('Scale to')")
+    _set_slider(page, "extras-width", 96)
+    _set_slider(page, "extras-height", 48)
+    page.click("#extras-generate")
+    page.wait_for_function("() => document.querySelector('#extras-info textarea').value.includes('96x48')", timeout=60_000)
+    assert "Postprocess crop to: 96x48" in page.input_value("#extras-info textarea")
+    _shot(page, "9-extras-scale-to")
+    page.click("#extras-to-img2img")
+    page.wait_for_selector("#img2img-init-image img", timeout=30_000)
+    _ensure_result(page)
+    page.click("#txt2img-to-extras")
+    page.wait_for_function("() => { const i = document.querySelector('#extras-image img'); return i && i.naturalWidth === %d; }" % SIZE,
+                           timeout=30_000)

@@ -14,8 +14,8 @@ import torch
 
 from studio import families
 from studio.checkpoints import MODELS_ROOT, ModelError, detect_family
-from studio.contract import Task
-from studio.families import FAMILIES, ConfigFolder, Family, FileFamily, detect_checkpoint, family, family_of_pipeline
+
+from studio.families import FAMILIES, PIPELINE_TASKS, ConfigFolder, Family, FileFamily, detect_checkpoint, family, family_of_pipeline
 
 CONFIGS = MODELS_ROOT / "configs"
 STUDIO = Path(__file__).resolve().parent.parent / "studio"
@@ -38,7 +38,7 @@ def test_every_family_has_every_field(name):
     for field in dataclasses.fields(Family):
         value = getattr(fam, field.name)
         assert value is not None and value != "" and value != (), field.name
-    for task in Task:
+    for task in PIPELINE_TASKS:
         assert isinstance(getattr(diffusers, fam.pipelines.for_task(task)), type), task
     assert fam.default_size % 64 == 0
     assert len(fam.latent_rgb_factors) == 4 and all(len(row) == 3 for row in fam.latent_rgb_factors)
@@ -65,7 +65,7 @@ def test_config_folders_exist_and_load_the_family(name):
     fam = family(name)
     for config in fam.configs:
         index = json.loads((CONFIGS / config.name / "model_index.json").read_text())
-        assert index["_class_name"] in {fam.pipelines.for_task(task) for task in Task}, config.name
+        assert index["_class_name"] in {fam.pipelines.for_task(task) for task in PIPELINE_TASKS}, config.name
         assert config.openclip_tokenizers <= set(index), config.name
     base = json.loads((CONFIGS / fam.base_config / "model_index.json").read_text())
     assert base["_class_name"] == fam.pipelines.txt2img
@@ -180,7 +180,7 @@ def test_a_new_family_entry_reaches_every_consumer(toy_family, monkeypatch):
     from studio.pipelines import pipeline_class
 
     assert families.family("toy") is toy_family
-    for task in Task:
+    for task in PIPELINE_TASKS:
         assert pipeline_class("toy", task) is getattr(diffusers, toy_family.pipelines.for_task(task))
     assert detect_checkpoint("toy_type", {}, "toy.safetensors") == FileFamily("toy", "toy-config")
     assert checkpoints._family_of_pipeline(SimpleNamespace(unet=SimpleNamespace(config=SimpleNamespace(cross_attention_dim=4096)))) == "toy"

@@ -77,3 +77,14 @@ def test_cli_bad_input_is_one_line_without_traceback(tmp_path):
     )
     assert done.returncode == 2
     assert done.stderr.strip() == "error: width must be a multiple of 8, got 100."
+
+
+def test_cli_flags_for_hires_variation_tiling_and_schedule_reach_the_request():
+    from studio import cli
+
+    args = cli._parser().parse_args(["generate", "--prompt", "p", "--hires", "--hr-scale", "1.5", "--hr-upscaler", "Lanczos",
+                                     "--hr-steps", "7", "--hr-denoising-strength", "0.4", "--subseed", "9", "--subseed-strength",
+                                     "0.3", "--tiling", "--sampler", "DPM++ 2M", "--scheduler", "Exponential"])
+    request = cli._request(args, None, None)
+    assert (request.enable_hr, request.hr_scale, request.hr_upscaler, request.hr_second_pass_steps, request.hr_denoising_strength) == (True, 1.5, "Lanczos", 7, 0.4)
+    assert (request.subseed, request.subseed_strength, request.tiling, request.scheduler) == (9, 0.3, True, "Exponential")

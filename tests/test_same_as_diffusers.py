@@ -73,10 +73,10 @@ def test_inpaint_equals_diffusers_and_keeps_unpainted_pixels(engine, studio_cach
 
 def test_three_tasks_share_modules_and_dtype(engine):
     from studio.pipelines import make_scheduler, task_pipeline
-    from studio.contract import Task
+    from studio.families import PIPELINE_TASKS
 
     model = engine.models.get("tiny")
-    pipes = [task_pipeline(model.pipe, model.family, task, make_scheduler(find_sampler("Euler"), model.scheduler_config), engine.dtype) for task in Task]
+    pipes = [task_pipeline(model.pipe, model.family, task, make_scheduler(find_sampler("Euler"), model.scheduler_config), engine.dtype) for task in PIPELINE_TASKS]  # hires fix runs txt2img then img2img
     for name in ("unet", "vae", "text_encoder"):
         assert all(getattr(p, name) is getattr(model.pipe, name) for p in pipes), name
         assert {getattr(p, name).dtype for p in pipes} == {engine.dtype}

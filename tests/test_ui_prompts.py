@@ -189,7 +189,8 @@ def test_png_info_send_reports_what_it_cannot_apply():
     assert "models/Lora" in text
     assert "nope.pt" in text and fields["vae"] == "Automatic"
     assert "dreamshaper_8" in text and "model" not in fields
-    assert "Hires upscale" in text and "Hires steps" in text and "Denoising strength" in text
+    assert "Hires" not in text and "Denoising strength" not in text  # hires fix is applied now
+    assert (fields["enable_hr"], fields["hr_scale"], fields["hr_second_pass_steps"], fields["denoising_strength"]) == (True, 2.0, 10, 0.5)
     assert "<hypernet:old:1>" in text
     assert "bademb" in text and "goodemb" not in text
     assert fields["prompt"] == params["Prompt"]  # the prompt itself is sent as written

@@ -13,7 +13,7 @@ from typing import Optional
 
 import gradio as gr
 
-from . import img2img, inpaint, networks, png_info, step_previews, txt2img
+from . import extras, img2img, inpaint, networks, options, png_info, step_previews, txt2img
 from studio.contract import LOCAL_USER
 
 from .panel import Panel
@@ -36,7 +36,7 @@ CSS = """
 .studio-downloads { margin: 1.9em 0 0.2em; padding-left: 1.2em; font-size: 0.9em; }
 .studio-note { font-size: 0.9em; }
 .studio-note ul { margin: 0.2em 0; padding-left: 1.2em; }
-""" + networks.CSS
+""" + networks.CSS + options.CSS
 
 # On page load: the style sheet (so it applies however the server mounts the UI), and Ctrl+Enter (Cmd+Enter)
 # in a prompt box clicks that tab's Generate button; a Networks card's click puts its tag into that tab's prompt.
@@ -131,6 +131,8 @@ def build_ui(job_service, *, files=None) -> gr.Blocks:
                 i2i = img2img.build(services, session)
             with gr.Tab("Inpainting", id="inpaint", elem_id="tab-inpaint"):
                 inp = inpaint.build(services, session)
+            with gr.Tab("Extras", id="extras", elem_id="tab-extras") as extras_tab:
+                ext = extras.build(services, session)
             with gr.Tab("Step previews", id="steps", elem_id="tab-steps") as steps_tab:
                 steps = step_previews.build(session)
             with gr.Tab("PNG info", id="pnginfo", elem_id="tab-pnginfo"):
@@ -138,7 +140,9 @@ def build_ui(job_service, *, files=None) -> gr.Blocks:
         footer = gr.Markdown(footer_markdown(job_service), elem_classes=["studio-footer"], elem_id="studio-footer")
 
         for panel in (t2i, i2i, inp):
-            _wire_sends(services, panel, tabs, i2i, inp, session, TELLING)
+            _wire_sends(services, panel, tabs, i2i, inp, session, TELLING, ext)
+        _wire_extras_sends(services, ext, tabs, i2i, inp, session, TELLING)
+        extras.wire(services, ext, extras_tab, session)
         _wire_png_info(job_service, info, t2i, tabs, TELLING)
         steps_tab.select(steps["show_last"], [session, steps["view"]], [steps["slider"]] + steps["pictures"], **SILENT)
         def on_load(request: gr.Request):
@@ -154,7 +158,7 @@ def _banner_kwargs(job_service) -> dict:
     return dict(value=f"⚠️ {notice}" if notice else "", visible=bool(notice))
 
 
-def _wire_sends(services: Services, panel: Panel, tabs, i2i: Panel, inp: Panel, session, private) -> None:
+def _wire_sends(services: Services, panel: Panel, tabs, i2i: Panel, inp: Panel, session, private, ext: dict) -> None:
     def chosen(s: Session):
         image = s.selected_image(panel.tab) if s else None
         if image is None:
@@ -174,25 +178,40 @@ def _wire_sends(services: Services, panel: Panel, tabs, i2i: Panel, inp: Panel, 
                            [tabs, i2i.extra["init_image"], i2i.prompt, i2i.negative_prompt], **private)
     panel.to_inpaint.click(to_inpaint, [session, panel.prompt, panel.negative_prompt],
                            [tabs, inp.extra["editor"], inp.prompt, inp.negative_prompt], **private)
+    def to_extras(s: Session, request: gr.Request):
+        return gr.Tabs(selected="extras"), services.hand_over(request, chosen(s).path)
+
+    panel.to_extras.click(to_extras, session, [tabs, ext["image"]], **private)
+
+
+def _wire_extras_sends(services: Services, ext: dict, tabs, i2i: Panel, inp: Panel, session, private) -> None:
+    """Extras' result → Image to image / Inpainting (their prompts stay as they are)."""
+    def to_img2img(s: Session):
+        return gr.Tabs(selected="img2img"), extras.last_result(s)
+
+    def to_inpaint(s: Session):
+        picture = extras.last_result(s)
+        return gr.Tabs(selected="inpaint"), {"background": picture, "layers": [], "composite": picture}
+
+    ext["to_img2img"].click(to_img2img, session, [tabs, i2i.extra["init_image"]], **private)
+    ext["to_inpaint"].click(to_inpaint, session, [tabs, inp.extra["editor"]], **private)
 
 
 def _wire_png_info(job_service, info: dict, t2i: Panel, tabs, private) -> None:
-    targets = {"prompt": t2i.prompt, "negative_prompt": t2i.negative_prompt, "sampler_name": t2i.sampler_name,
-               "steps": t2i.steps, "cfg_scale": t2i.cfg_scale, "seed": t2i.seed, "width": t2i.width, "height": t2i.height,
-               "clip_skip": t2i.clip_skip, "vae": t2i.vae, "model": t2i.model}
+    targets = t2i.controls()
 
     def send(params: dict):
         # `params` is the Parsed box's value, which the browser sends back: only its known keys are read, as text.
         params = params if isinstance(params, dict) else {}
         loras, embeddings = networks.listing(job_service)
         vaes = networks.vae_names(job_service)
-        fields, notes = png_info.plan_send(params, loras=loras, embeddings=embeddings, vaes=vaes[1:],
+        upscalers = options.hires_upscaler_names(job_service)
+        fields, notes = png_info.plan_send(params, loras=loras, embeddings=embeddings, vaes=vaes[1:], upscalers=upscalers,
                                            models=_offered_models(job_service), model_hashes=_model_hashes(job_service))
         if not fields:
             raise gr.Error("No parameters to send: drop a PNG made by the studio or A1111.", print_exception=False)
         values = {name: fields[name] if name in fields else gr.skip() for name in targets}
-        if "vae" in fields:
-            values["vae"] = gr.Dropdown(choices=vaes, value=fields["vae"])
+        values.update(_send_updates(fields, vaes, upscalers, targets))
         # Toasts and the note render HTML: every part that came from the picture is escaped.
         lines = [html.escape(line) for line in notes]
         if notes:
@@ -204,6 +223,25 @@ def _wire_png_info(job_service, info: dict, t2i: Panel, tabs, private) -> None:
         return (gr.Tabs(selected="txt2img"), *values.values(), note)
 
     info["send"].click(send, info["table"], [tabs, *targets.values(), info["note"]], **private)
+
+
+def _send_updates(fields: dict, vaes: list, upscalers: list, targets: dict) -> dict:
+    """Dropdowns whose choices follow the values sent (the sampler's schedule types, the hires sampler's), the VAE
+    and upscaler lists as they are now, and the Hires. fix accordion opened when the picture used it."""
+    updates = {}
+    if "vae" in fields:
+        updates["vae"] = gr.Dropdown(choices=vaes, value=fields["vae"])
+    if "scheduler" in fields:
+        updates["scheduler"] = gr.Dropdown(choices=options.schedule_types(fields["sampler_name"]), value=fields["scheduler"])
+    if "hires_accordion" in targets:
+        updates["hires_accordion"] = gr.Accordion(open=True) if fields.get("enable_hr") else gr.skip()
+        if "hr_upscaler" in fields:
+            updates["hr_upscaler"] = gr.Dropdown(choices=upscalers, value=fields["hr_upscaler"])
+        if "hr_scheduler" in fields:
+            sampler = fields["hr_sampler_name"] if fields.get("hr_sampler_name") not in (None, options.SAME_SAMPLER) else fields.get("sampler_name")
+            updates["hr_scheduler"] = gr.Dropdown(choices=[options.SAME_SCHEDULER] + options.schedule_types(sampler),
+                                                  value=fields["hr_scheduler"])
+    return updates
 
 
 def _offered_models(job_service) -> list[str]:

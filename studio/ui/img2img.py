@@ -24,14 +24,14 @@ def build(services: Services, session: gr.State) -> Panel:
     panel = build_panel(services.job_service, TAB, session, size_label="0 = the input image's size; otherwise 64 or more", inputs_block=inputs)
 
     async def img2img(prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count, model,
-                styles, clip_skip, vae, init_image, denoising_strength, state: Session, request: gr.Request):
+                      styles, clip_skip, vae, scheduler, tiling, init_image, denoising_strength, state: Session, request: gr.Request):
         """Image to image. Streams (live preview, progress, gallery, parameters, downloads)."""
         if init_image is None:
             raise gr.Error("Add an input image first (upload, paste or drop one).", print_exception=False)
         try:
             req = GenerationRequest(
                 **common_fields(prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count, model,
-                                styles, clip_skip, vae),
+                                styles, clip_skip, vae, scheduler, tiling),
                 init_image=init_image,
                 denoising_strength=denoising_strength if denoising_strength is not None else 0.75,
             )

@@ -109,20 +109,20 @@ def build(services: Services, session: gr.State) -> Panel:
             yield update
 
     async def inpaint(prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count, model,
-                styles, clip_skip, vae, init_image, mask, denoising_strength, mask_blur, inpainting_mask_invert, state: Session, request: gr.Request):
+                styles, clip_skip, vae, scheduler, tiling, init_image, mask, denoising_strength, mask_blur, inpainting_mask_invert, state: Session, request: gr.Request):
         """Inpainting: `mask` is white where to repaint. Streams previews; ends with the saved PNG files."""
         fields = (prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count, model,
-                  styles, clip_skip, vae)
+                  styles, clip_skip, vae, scheduler, tiling)
         async for update in run(fields, init_image, mask, denoising_strength, mask_blur, inpainting_mask_invert, state, request):
             yield update
 
     async def inpaint_editor(prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count, model,
-                       styles, clip_skip, vae, editor, denoising_strength, mask_blur, inpainting_mask_invert, state: Session, request: gr.Request):
+                       styles, clip_skip, vae, scheduler, tiling, editor, denoising_strength, mask_blur, inpainting_mask_invert, state: Session, request: gr.Request):
         init_image, mask = mask_from_editor(editor)
         if init_image is not None and mask is not None and mask.getbbox() is None and not inpainting_mask_invert:
             raise gr.Error("The mask is empty: paint over the area to repaint (the brush tool) before generating.", print_exception=False)
         fields = (prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count, model,
-                  styles, clip_skip, vae)
+                  styles, clip_skip, vae, scheduler, tiling)
         async for update in run(fields, init_image, mask, denoising_strength, mask_blur, inpainting_mask_invert, state, request):
             yield update
 

@@ -14,6 +14,8 @@ from studio.validation import MAX_PROMPT_CHARS
 from studio.samplers import DEFAULT_SAMPLER, sampler_names
 
 from .networks import AUTOMATIC_VAE, embedding_vectors, listing, networks_html, style_names, vae_names
+from .options import (AUTOMATIC_SCHEDULE, DICE, RECYCLE, Hires, Variation, hires_accordion, schedule_types, schedule_update,
+                      variation_row, wire_hires, wire_variation)
 from .streaming import GENERATE_QUEUE, SILENT, TELLING, Session, cancel_job
 from .tokens import counter_for, token_counter_html
 
@@ -23,8 +25,6 @@ NO_STYLES = "No styles yet: the studio reads them from styles.csv (--styles-file
 # No limit of Gradio's: its queue is first come, first served, so every click goes straight to the engine's fair
 # (round-robin, per-user capped) queue; the handlers await events on the event loop and hold no thread.
 GENERATE_CONCURRENCY = None
-DICE = "🎲"
-RECYCLE = "♻️"
 
 
 @dataclass
@@ -55,6 +55,7 @@ class Panel:
     reuse_seed: gr.Button
     to_img2img: gr.Button
     to_inpaint: gr.Button
+    to_extras: gr.Button
     styles: gr.Dropdown
     clip_skip: gr.Slider
     vae: gr.Dropdown
@@ -62,14 +63,37 @@ class Panel:
     networks_list: gr.HTML
     networks_refresh: gr.Button
     extra: dict
+    scheduler: gr.Dropdown
+    tiling: gr.Checkbox
+    variation: Optional[Variation] = None  # Text to image only
+    hires: Optional[Hires] = None  # Text to image only
 
     def parameter_inputs(self) -> list:
-        """In the order of the handlers' A1111-named parameters (see txt2img.txt2img and common_fields)."""
+        """In the order of the handlers' A1111-named parameters (see txt2img.txt2img_request and common_fields)."""
         return [self.prompt, self.negative_prompt, self.sampler_name, self.steps, self.cfg_scale, self.width,
-                self.height, self.seed, self.batch_size, self.batch_count, self.model, self.styles, self.clip_skip, self.vae]
+                self.height, self.seed, self.batch_size, self.batch_count, self.model, self.styles, self.clip_skip, self.vae,
+                self.scheduler, self.tiling]
 
     def outputs(self) -> list:
         return [self.preview, self.progress, self.gallery, self.infotext, self.downloads]
+
+    def controls(self) -> dict:
+        """Every setting a PNG's parameters can fill, by its A1111 API name (PNG info's send)."""
+        found = {name: getattr(self, name) for name in ("prompt", "negative_prompt", "sampler_name", "scheduler", "steps",
+                                                         "cfg_scale", "seed", "width", "height", "clip_skip", "vae", "model",
+                                                         "tiling")}
+        if self.variation is not None:
+            v = self.variation
+            found.update(seed_extras=v.extras, subseed=v.subseed, subseed_strength=v.subseed_strength,
+                         seed_resize_from_w=v.seed_resize_from_w, seed_resize_from_h=v.seed_resize_from_h)
+        if self.hires is not None:
+            h = self.hires
+            found.update(hires_accordion=h.accordion, **{name: getattr(h, name) for name in HIRES_CONTROLS})
+        return found
+
+
+HIRES_CONTROLS = ("enable_hr", "hr_scale", "hr_upscaler", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y", "hr_sampler_name",
+                  "hr_scheduler", "hr_prompt", "hr_negative_prompt", "denoising_strength")
 
 
 def whole(value: Any, name: str) -> Any:
@@ -102,73 +126,101 @@ def snap_size(value: Any) -> Any:
     return value
 
 
-def build_panel(job_service, tab: str, session: gr.State, size_label: str, inputs_block: Optional[Callable[[], dict]] = None) -> Panel:
-    """job_service: studio.service.JobService (the engine's facts, the models offered, limits; Cancel)."""
-    info = job_service.info()
+def build_panel(job_service, tab: str, session: gr.State, size_label: str, inputs_block: Optional[Callable[[], dict]] = None,
+                txt2img_options: bool = False) -> Panel:
+    """job_service: studio.service.JobService (the engine's facts, the models offered, limits; Cancel).
+    txt2img_options: the Hires. fix accordion and the variation seed (Seed's "Extra"), which only text to image has."""
     settings = job_service.settings
     counter = counter_for(str(getattr(settings, "cache_dir", "") or ""))
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=5, min_width=360):
+            prompts = _prompt_controls(job_service, tab, counter)
+            extra = inputs_block() if inputs_block else {}
+            controls = _settings_controls(job_service, tab, size_label, txt2img_options)
+        with gr.Column(scale=4, min_width=320):
+            outputs = _output_controls(tab)
+    panel = Panel(tab=tab, extra=extra, **prompts, **controls, **outputs)
+    _wire_local(job_service, panel, session, counter)
+    return panel
+
+
+def _prompt_controls(job_service, tab: str, counter) -> dict:
+    prompt = gr.Textbox(label="Prompt", lines=3, max_length=MAX_PROMPT_CHARS, placeholder="What to draw (Ctrl+Enter generates)", elem_id=f"{tab}-prompt", elem_classes=["studio-prompt"])
+    prompt_tokens = gr.HTML(token_counter_html(counter, ""), elem_id=f"{tab}-prompt-tokens")
+    negative_prompt = gr.Textbox("", label="Negative prompt", lines=2, max_length=MAX_PROMPT_CHARS, placeholder="What to avoid", elem_id=f"{tab}-negative", elem_classes=["studio-prompt"])
+    negative_tokens = gr.HTML(token_counter_html(counter, ""), elem_id=f"{tab}-negative-tokens")
+    styles_offered = style_names(job_service)
+    # Styles and VAEs take names outside their lists (an API caller's, a file added since the page was built):
+    # the engine checks them and says what it could not apply.
+    with gr.Row():
+        styles = gr.Dropdown(styles_offered, value=[], multiselect=True, label="Styles", elem_id=f"{tab}-styles", scale=3, allow_custom_value=True,
+                             info=None if styles_offered else NO_STYLES)
+        clip_skip = gr.Slider(1, MAX_CLIP_SKIP, value=1, step=1, label="Clip skip", elem_id=f"{tab}-clip-skip", scale=2, min_width=200)
+    with gr.Accordion("Networks (LoRA, embeddings)", open=False, elem_id=f"{tab}-networks") as networks:
+        networks_list = gr.HTML(networks_html(tab, *listing(job_service)), elem_id=f"{tab}-networks-list")
+        networks_refresh = gr.Button("Refresh LoRAs, embeddings, styles, VAEs", size="sm", elem_id=f"{tab}-networks-refresh")
+    return dict(prompt=prompt, negative_prompt=negative_prompt, prompt_tokens=prompt_tokens, negative_tokens=negative_tokens,
+                styles=styles, clip_skip=clip_skip, networks=networks, networks_list=networks_list, networks_refresh=networks_refresh)
+
+
+def _settings_controls(job_service, tab: str, size_label: str, txt2img_options: bool) -> dict:
+    """Sampler and Schedule type, steps, size (then Hires. fix), CFG and seed (then its Extra row), batch, model, VAE,
+    Tiling: A1111's order."""
+    info, settings = job_service.info(), job_service.settings
     models = job_service.models() or [info.model]
     if info.model and info.model not in models:
         models.insert(0, info.model)
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=5, min_width=360):
-            prompt = gr.Textbox(label="Prompt", lines=3, max_length=MAX_PROMPT_CHARS, placeholder="What to draw (Ctrl+Enter generates)", elem_id=f"{tab}-prompt", elem_classes=["studio-prompt"])
-            prompt_tokens = gr.HTML(token_counter_html(counter, ""), elem_id=f"{tab}-prompt-tokens")
-            negative_prompt = gr.Textbox("", label="Negative prompt", lines=2, max_length=MAX_PROMPT_CHARS, placeholder="What to avoid", elem_id=f"{tab}-negative", elem_classes=["studio-prompt"])
-            negative_tokens = gr.HTML(token_counter_html(counter, ""), elem_id=f"{tab}-negative-tokens")
-            styles_offered = style_names(job_service)
-            # Styles and VAEs take names outside their lists (an API caller's, a file added since the page was built):
-            # the engine checks them and says what it could not apply.
-            with gr.Row():
-                styles = gr.Dropdown(styles_offered, value=[], multiselect=True, label="Styles", elem_id=f"{tab}-styles", scale=3, allow_custom_value=True,
-                                     info=None if styles_offered else NO_STYLES)
-                clip_skip = gr.Slider(1, MAX_CLIP_SKIP, value=1, step=1, label="Clip skip", elem_id=f"{tab}-clip-skip", scale=2, min_width=200)
-            with gr.Accordion("Networks (LoRA, embeddings)", open=False, elem_id=f"{tab}-networks") as networks:
-                networks_list = gr.HTML(networks_html(tab, *listing(job_service)), elem_id=f"{tab}-networks-list")
-                networks_refresh = gr.Button("Refresh LoRAs, embeddings, styles, VAEs", size="sm", elem_id=f"{tab}-networks-refresh")
-            extra = inputs_block() if inputs_block else {}
-            with gr.Row():
-                sampler_name = gr.Dropdown(sampler_names(), value=DEFAULT_SAMPLER, label="Sampler", allow_custom_value=True, elem_id=f"{tab}-sampler")
-                steps = gr.Slider(1, settings.max_steps, value=20, step=1, label="Steps", elem_id=f"{tab}-steps")
-            with gr.Row():
-                width = gr.Slider(0, settings.max_size, value=0, step=8, label="Width", info=size_label, elem_id=f"{tab}-width")
-                height = gr.Slider(0, settings.max_size, value=0, step=8, label="Height", info=size_label, elem_id=f"{tab}-height")
-            with gr.Row():
-                cfg_scale = gr.Slider(0, 30, value=7.0, step=0.5, label="CFG scale", elem_id=f"{tab}-cfg")
-                with gr.Row():
-                    seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)", elem_id=f"{tab}-seed", min_width=140)
-                    dice = gr.Button(DICE, size="sm", min_width=40, elem_id=f"{tab}-dice")
-                    recycle = gr.Button(RECYCLE, size="sm", min_width=40, elem_id=f"{tab}-recycle")
-            with gr.Row():
-                batch_size = gr.Slider(1, settings.max_batch, value=1, step=1, label="Batch size", elem_id=f"{tab}-batch-size")
-                batch_count = gr.Slider(1, min(100, settings.max_batch_count), value=1, step=1, label="Batch count", elem_id=f"{tab}-batch-count")
-            with gr.Row():
-                model = gr.Dropdown(models, value=info.model or None, label="Model", allow_custom_value=True, elem_id=f"{tab}-model")
-                vae = gr.Dropdown(vae_names(job_service), value=AUTOMATIC_VAE, label="VAE", elem_id=f"{tab}-vae", allow_custom_value=True)
-        with gr.Column(scale=4, min_width=320):
-            with gr.Row():
-                generate = gr.Button("Generate", variant="primary", elem_id=f"{tab}-generate", elem_classes=["studio-generate"])
-                cancel = gr.Button("Cancel", variant="stop", elem_id=f"{tab}-cancel")
-            progress = gr.HTML("", elem_id=f"{tab}-progress", elem_classes=["studio-quiet"])
-            # Filled by the browser from the studio's live stream (server-sent events), not by Gradio per step.
-            preview = gr.HTML("<div class='studio-live'></div>", label="Live preview", show_label=True, container=True, elem_id=f"{tab}-preview",
-                              elem_classes=["studio-live-box"])
-            # One result or many: the selected one large (whole, captioned), the others as thumbnails below it.
-            gallery = gr.Gallery(label="Results", format="png", columns=4, height=420, object_fit="contain", preview=True, selected_index=0,
-                                 interactive=False, elem_id=f"{tab}-gallery")
-            with gr.Row():
-                reuse_seed = gr.Button(f"{RECYCLE} Reuse seed", size="sm", elem_id=f"{tab}-reuse-seed")
-                to_img2img = gr.Button("→ Image to image", size="sm", elem_id=f"{tab}-to-img2img")
-                to_inpaint = gr.Button("→ Inpainting", size="sm", elem_id=f"{tab}-to-inpaint")
-            infotext = gr.Textbox(label="Parameters", lines=3, interactive=False, buttons=["copy"], elem_id=f"{tab}-infotext")
-            downloads = gr.HTML("", label="Download PNG (with parameters)", show_label=True, container=True, elem_id=f"{tab}-files")
+    with gr.Row():
+        sampler_name = gr.Dropdown(sampler_names(legacy_variants=False), value=DEFAULT_SAMPLER, label="Sampler", allow_custom_value=True,
+                                   elem_id=f"{tab}-sampler", min_width=160)
+        scheduler = gr.Dropdown(schedule_types(DEFAULT_SAMPLER), value=AUTOMATIC_SCHEDULE, label="Schedule type", allow_custom_value=True,
+                                elem_id=f"{tab}-scheduler", min_width=160)
+        steps = gr.Slider(1, settings.max_steps, value=20, step=1, label="Steps", elem_id=f"{tab}-steps", min_width=160)
+    with gr.Row():
+        width = gr.Slider(0, settings.max_size, value=0, step=8, label="Width", info=size_label, elem_id=f"{tab}-width")
+        height = gr.Slider(0, settings.max_size, value=0, step=8, label="Height", info=size_label, elem_id=f"{tab}-height")
+    hires = hires_accordion(job_service, tab, settings) if txt2img_options else None
+    with gr.Row():
+        cfg_scale = gr.Slider(0, 30, value=7.0, step=0.5, label="CFG scale", elem_id=f"{tab}-cfg", min_width=160)
+        batch_size = gr.Slider(1, settings.max_batch, value=1, step=1, label="Batch size", elem_id=f"{tab}-batch-size", min_width=160)
+        batch_count = gr.Slider(1, min(100, settings.max_batch_count), value=1, step=1, label="Batch count", elem_id=f"{tab}-batch-count",
+                                min_width=160)
+    with gr.Row(elem_classes=["studio-seed-row"]):
+        seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)", elem_id=f"{tab}-seed", min_width=140, scale=4)
+        dice = gr.Button(DICE, min_width=48, scale=0, elem_id=f"{tab}-dice", elem_classes=["studio-tool"])
+        recycle = gr.Button(RECYCLE, min_width=48, scale=0, elem_id=f"{tab}-recycle", elem_classes=["studio-tool"])
+        extras = (gr.Checkbox(False, label="Extra", elem_id=f"{tab}-seed-extras", min_width=90, scale=0, container=False,
+                              elem_classes=["studio-seed-extras"]) if txt2img_options else None)
+    variation = variation_row(tab, extras, settings.max_size) if txt2img_options else None
+    with gr.Row(equal_height=True):
+        model = gr.Dropdown(models, value=info.model or None, label="Model", allow_custom_value=True, elem_id=f"{tab}-model", scale=3)
+        vae = gr.Dropdown(vae_names(job_service), value=AUTOMATIC_VAE, label="VAE", elem_id=f"{tab}-vae", allow_custom_value=True, scale=3)
+        tiling = gr.Checkbox(False, label="Tiling", info="seamless", elem_id=f"{tab}-tiling", scale=1, min_width=100)
+    return dict(sampler_name=sampler_name, scheduler=scheduler, steps=steps, width=width, height=height, cfg_scale=cfg_scale,
+                seed=seed, dice=dice, recycle=recycle, batch_size=batch_size, batch_count=batch_count, model=model, vae=vae,
+                tiling=tiling, variation=variation, hires=hires)
 
-    panel = Panel(tab, prompt, negative_prompt, prompt_tokens, negative_tokens, sampler_name, steps, cfg_scale, width, height,
-                  seed, dice, recycle, batch_size, batch_count, model, generate, cancel, preview, progress, gallery, infotext,
-                  downloads, reuse_seed, to_img2img, to_inpaint, styles, clip_skip, vae, networks, networks_list,
-                  networks_refresh, extra)
-    _wire_local(job_service, panel, session, counter)
-    return panel
+
+def _output_controls(tab: str) -> dict:
+    with gr.Row():
+        generate = gr.Button("Generate", variant="primary", elem_id=f"{tab}-generate", elem_classes=["studio-generate"])
+        cancel = gr.Button("Cancel", variant="stop", elem_id=f"{tab}-cancel")
+    progress = gr.HTML("", elem_id=f"{tab}-progress", elem_classes=["studio-quiet"])
+    # Filled by the browser from the studio's live stream (server-sent events), not by Gradio per step.
+    preview = gr.HTML("<div class='studio-live'></div>", label="Live preview", show_label=True, container=True, elem_id=f"{tab}-preview",
+                      elem_classes=["studio-live-box"])
+    # One result or many: the selected one large (whole, captioned), the others as thumbnails below it.
+    gallery = gr.Gallery(label="Results", format="png", columns=4, height=420, object_fit="contain", preview=True, selected_index=0,
+                         interactive=False, elem_id=f"{tab}-gallery")
+    with gr.Row():  # one row of four: narrower than Gradio's 160 px each, so they fit beside each other
+        reuse_seed = gr.Button(f"{RECYCLE} Reuse seed", size="sm", min_width=100, elem_id=f"{tab}-reuse-seed")
+        to_img2img = gr.Button("→ Image to image", size="sm", min_width=120, elem_id=f"{tab}-to-img2img")
+        to_inpaint = gr.Button("→ Inpainting", size="sm", min_width=100, elem_id=f"{tab}-to-inpaint")
+        to_extras = gr.Button("→ Extras", size="sm", min_width=80, elem_id=f"{tab}-to-extras")
+    infotext = gr.Textbox(label="Parameters", lines=3, interactive=False, buttons=["copy"], elem_id=f"{tab}-infotext")
+    downloads = gr.HTML("", label="Download PNG (with parameters)", show_label=True, container=True, elem_id=f"{tab}-files")
+    return dict(generate=generate, cancel=cancel, progress=progress, preview=preview, gallery=gallery, reuse_seed=reuse_seed,
+                to_img2img=to_img2img, to_inpaint=to_inpaint, to_extras=to_extras, infotext=infotext, downloads=downloads)
 
 
 def _wire_local(job_service, p: Panel, session: gr.State, counter) -> None:
@@ -178,6 +230,12 @@ def _wire_local(job_service, p: Panel, session: gr.State, counter) -> None:
         return token_counter_html(counter, text if isinstance(text, str) else "", embedding_vectors(job_service), _steps(steps))
 
     p.prompt.change(count, [p.prompt, p.steps], p.prompt_tokens, trigger_mode="always_last", **hidden)
+    # The user's choice only (.input): a send from PNG info sets the sampler and its schedule type together.
+    p.sampler_name.input(schedule_update, [p.sampler_name, p.scheduler], p.scheduler, **hidden)
+    if p.variation is not None:
+        wire_variation(p.variation, p.tab, session)
+    if p.hires is not None:
+        wire_hires(job_service, p.hires, p.sampler_name, p.width, p.height)
     p.negative_prompt.change(count, [p.negative_prompt, p.steps], p.negative_tokens, trigger_mode="always_last", **hidden)
     _wire_networks(job_service, p)
     p.dice.click(lambda: -1, None, p.seed, **hidden)

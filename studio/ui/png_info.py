@@ -1,5 +1,6 @@
 """PNG info tab: drop a PNG (ours or A1111's), read its parameters, send them to Text to image — and say what of
-them the studio cannot apply (a LoRA or VAE it does not have, another model, settings it has no control for)."""
+them the studio cannot apply (a LoRA, VAE, upscaler or sampler it does not have, another model, settings it has no
+control for). Sampler names from before A1111 1.9 ("DPM++ 2M Karras") become the sampler and its Schedule type."""
 
 from __future__ import annotations
 
@@ -11,15 +12,21 @@ from PIL import Image
 
 from studio.metadata import parse_infotext, read_infotext
 from studio.prompts.syntax import extract_network_tags
-from studio.samplers import KARRAS_SUFFIX
+from studio.samplers import AUTOMATIC, KARRAS_SUFFIX, SCHEDULE_TYPES, find_sampler, schedule_key
 
 from .networks import AUTOMATIC_VAE
+from .options import AUTOMATIC_SCHEDULE, DEFAULT_UPSCALER, MAX_HIRES_SCALE, SAME_SAMPLER, SAME_SCHEDULER
 
 MAX_CLIP_SKIP = 12
 LORA_KINDS = ("lora", "lyco")
+SCHEDULE_LABELS = dict(SCHEDULE_TYPES)
 # Infotext keys the send applies, or that only describe the picture (hashes, version): never reported as ignored.
 HANDLED = frozenset({"Prompt", "Negative prompt", "Steps", "Sampler", "Schedule type", "CFG scale", "Seed", "Size", "Size-1",
-                     "Size-2", "Model", "Model hash", "VAE", "VAE hash", "Clip skip", "Lora hashes", "TI hashes", "Version"})
+                     "Size-2", "Model", "Model hash", "VAE", "VAE hash", "Clip skip", "Lora hashes", "TI hashes", "Version",
+                     "Variation seed", "Variation seed strength", "Seed resize from", "Tiling"})
+# The hires fix's fields (with them, "Denoising strength" is the second pass's, as A1111 writes it for text to image).
+HIRES_KEYS = ("Hires upscale", "Hires resize", "Hires steps", "Hires upscaler", "Hires sampler", "Hires schedule type",
+              "Hires prompt", "Hires negative prompt")
 
 
 def read_parameters(path: Optional[str]) -> tuple[str, dict]:
@@ -37,7 +44,8 @@ def read_parameters(path: Optional[str]) -> tuple[str, dict]:
 
 
 def to_fields(params: dict) -> dict[str, Any]:
-    """Parsed infotext → values for the Text to image controls (keys missing from the text are left out)."""
+    """Parsed infotext → the basic fields as the text names them (keys missing from the text are left out); the
+    sampler as one name, " Karras" included. plan_send makes them values for the Text to image controls."""
     out: dict[str, Any] = {}
     if not params:
         return out
@@ -97,17 +105,62 @@ def _quoted(names) -> str:
 
 
 def plan_send(params: dict, *, loras: list, embeddings: Optional[dict], vaes: list[str], models: list[str],
-              model_hashes: Optional[dict] = None) -> tuple[dict[str, Any], list[str]]:
-    """(values for the Text to image controls, what cannot be applied — one line each, saying what to do).
+              model_hashes: Optional[dict] = None, upscalers: Optional[list[str]] = None) -> tuple[dict[str, Any], list[str]]:
+    """(values for the Text to image controls by their A1111 API names, what cannot be applied — one line each,
+    saying what to do).
 
-    Beyond to_fields: clip skip (A1111 leaves it out at 1), the VAE ("Automatic" when the text names none), the model
-    when it is one offered here (by name, or by its hash among the loaded models). loras: service.loras();
-    embeddings: service.embeddings(); vaes: VAE names; models: the models offered."""
+    Beyond to_fields: the sampler and its Schedule type, clip skip (A1111 leaves it out at 1), the VAE ("Automatic"
+    when the text names none), the model when it is one offered here (by name, or by its hash among the loaded
+    models), Tiling, the variation seed and the hires fix — a setting the text leaves out is set back to off, as
+    A1111 does. loras: service.loras(); embeddings: service.embeddings(); vaes: VAE names; models: the models
+    offered; upscalers: service.hires_upscalers() (None: not checked)."""
     fields = to_fields(params)
     notes: list[str] = []
     if not fields:
         return fields, notes
+    _sampler(params, fields, notes)
+    _clip_skip_and_vae(params, fields, notes, vaes)
+    if "Model" in params:
+        match = _match_model(params["Model"], params.get("Model hash"), models, model_hashes or {})
+        if match is None:
+            notes.append(f"Model “{str(params['Model']):.200}” is not available here: the model chosen in Text to image "
+                         "stays. Pick one from the Model list (an admin can add models).")
+        else:
+            fields["model"] = match
+    fields["tiling"] = str(params.get("Tiling", "")).strip().lower() == "true"
+    _variation(params, fields, notes)
+    hires = _hires(params, fields, notes, upscalers)
+    notes += _network_notes(params, loras, embeddings)
+    handled = HANDLED | (set(HIRES_KEYS) | {"Denoising strength"} if hires else set())
+    ignored = [key for key in params if key not in handled]
+    if ignored:
+        shown = ", ".join(str(key) for key in ignored[:12]) + (" …" if len(ignored) > 12 else "")
+        notes.append(f"Not applied (Text to image has no such setting): {shown}.")
+    return fields, notes
 
+
+def _split_sampler(name: Any, schedule: Any) -> Optional[tuple[str, str]]:
+    """(base sampler, Schedule type label) for an infotext's sampler, old names ("DPM++ 2M Karras") included."""
+    try:
+        sampler = find_sampler(str(name), str(schedule) if schedule not in (None, "") else None)
+    except ValueError:
+        return None
+    return sampler.spec.name, sampler.schedule_type
+
+
+def _sampler(params: dict, fields: dict, notes: list[str]) -> None:
+    fields.pop("sampler_name", None)
+    if "Sampler" not in params:
+        return
+    found = _split_sampler(params["Sampler"], params.get("Schedule type"))
+    if found is None:
+        shown = str(params["Sampler"]) + (f" ({params['Schedule type']})" if params.get("Schedule type") else "")
+        notes.append(f"Sampler “{shown:.200}” is not available here: the sampler chosen in Text to image stays.")
+        return
+    fields["sampler_name"], fields["scheduler"] = found
+
+
+def _clip_skip_and_vae(params: dict, fields: dict, notes: list[str], vaes: list[str]) -> None:
     try:
         clip_skip = int(float(params.get("Clip skip", 1)))
         if not 1 <= clip_skip <= MAX_CLIP_SKIP:
@@ -116,7 +169,6 @@ def plan_send(params: dict, *, loras: list, embeddings: Optional[dict], vaes: li
     except (TypeError, ValueError, OverflowError):
         notes.append(f"Clip skip {params.get('Clip skip')!s:.40} is not one the studio can use (1 to {MAX_CLIP_SKIP}): "
                      "left as it was.")
-
     if "VAE" in params and str(params["VAE"]).strip().lower() not in ("", "automatic", "none"):
         match = _match_vae(params["VAE"], vaes)
         if match is None:
@@ -128,14 +180,102 @@ def plan_send(params: dict, *, loras: list, embeddings: Optional[dict], vaes: li
     else:
         fields["vae"] = AUTOMATIC_VAE
 
-    if "Model" in params:
-        match = _match_model(params["Model"], params.get("Model hash"), models, model_hashes or {})
-        if match is None:
-            notes.append(f"Model “{str(params['Model']):.200}” is not available here: the model chosen in Text to image "
-                         "stays. Pick one from the Model list (an admin can add models).")
-        else:
-            fields["model"] = match
 
+def _size(text: Any) -> Optional[tuple[int, int]]:
+    """"512x768" → (512, 768)."""
+    width, _, height = str(text).strip().lower().partition("x")
+    try:
+        return int(width), int(height)
+    except ValueError:
+        return None
+
+
+def _number(params: dict, key: str, kind, notes: list[str], low: float, high: float):
+    """params[key] as kind, within [low, high]; None (and a note) when it is not."""
+    try:
+        value = kind(float(params[key])) if kind is int else kind(params[key])
+        if low <= value <= high:
+            return value
+    except (TypeError, ValueError, OverflowError):
+        pass
+    notes.append(f"{key} {params[key]!s:.40} is not one the studio can use ({low:g} to {high:g}): left as it was.")
+    return None
+
+
+def _variation(params: dict, fields: dict, notes: list[str]) -> None:
+    """Variation seed, its strength and Seed resize from: Seed's Extra is ticked when the text has any of them."""
+    fields.update(subseed_strength=0.0, seed_resize_from_w=0, seed_resize_from_h=0)
+    if "Variation seed" in params:
+        subseed = _number(params, "Variation seed", int, notes, 0, 2**32 - 1)
+        if subseed is not None:
+            fields["subseed"] = subseed
+    if "Variation seed strength" in params:
+        strength = _number(params, "Variation seed strength", float, notes, 0, 1)
+        if strength is not None:
+            fields["subseed_strength"] = strength
+    if "Seed resize from" in params:
+        size = _size(params["Seed resize from"])
+        if size and min(size) > 0:
+            fields["seed_resize_from_w"], fields["seed_resize_from_h"] = size
+        elif size is None:
+            notes.append(f"Seed resize from {params['Seed resize from']!s:.40} is not a size: left off.")
+    fields["seed_extras"] = bool(fields["subseed_strength"] or fields["seed_resize_from_w"])
+
+
+def _hires(params: dict, fields: dict, notes: list[str], upscalers: Optional[list[str]]) -> bool:
+    """The hires fix's fields (A1111 writes them with "Denoising strength"); without them, hires fix is turned off."""
+    hires = any(key in params for key in HIRES_KEYS)
+    fields["enable_hr"] = hires
+    if not hires:
+        return False
+    fields.update(hr_scale=2.0, hr_resize_x=0, hr_resize_y=0, hr_second_pass_steps=0, hr_upscaler=DEFAULT_UPSCALER,
+                  hr_sampler_name=SAME_SAMPLER, hr_scheduler=SAME_SCHEDULER, hr_prompt="", hr_negative_prompt="")
+    for key, field, kind, low, high in (("Hires upscale", "hr_scale", float, 1, MAX_HIRES_SCALE),
+                                        ("Hires steps", "hr_second_pass_steps", int, 0, 10_000),
+                                        ("Denoising strength", "denoising_strength", float, 0.01, 1)):
+        if key in params:
+            value = _number(params, key, kind, notes, low, high)
+            if value is not None:
+                fields[field] = value
+    if "Hires resize" in params:
+        size = _size(params["Hires resize"])
+        if size is None:
+            notes.append(f"Hires resize {params['Hires resize']!s:.40} is not a size: Upscale by is used.")
+        else:
+            fields["hr_resize_x"], fields["hr_resize_y"] = size
+    _hires_upscaler(params, fields, notes, upscalers)
+    if "Hires sampler" in params:
+        found = _split_sampler(params["Hires sampler"], params.get("Hires schedule type"))
+        if found is None:
+            notes.append(f"Hires sampler “{str(params['Hires sampler']):.200}” is not available here: the same sampler is used.")
+        else:
+            fields["hr_sampler_name"] = found[0]
+            fields["hr_scheduler"] = found[1] if found[1] != AUTOMATIC_SCHEDULE or "Hires schedule type" in params else SAME_SCHEDULER
+    elif "Hires schedule type" in params:
+        try:
+            fields["hr_scheduler"] = SCHEDULE_LABELS[schedule_key(str(params["Hires schedule type"])) or AUTOMATIC]
+        except ValueError:
+            notes.append(f"Hires schedule type “{str(params['Hires schedule type']):.100}” is not available here: the same "
+                         "schedule type is used.")
+    fields["hr_prompt"] = str(params.get("Hires prompt", ""))
+    fields["hr_negative_prompt"] = str(params.get("Hires negative prompt", ""))
+    return True
+
+
+def _hires_upscaler(params: dict, fields: dict, notes: list[str], upscalers: Optional[list[str]]) -> None:
+    wanted = str(params.get("Hires upscaler", DEFAULT_UPSCALER)).strip()
+    if upscalers is None:
+        fields["hr_upscaler"] = wanted
+        return
+    match = next((name for name in upscalers if name.lower() == wanted.lower()), None)
+    if match is None:
+        notes.append(f"Hires upscaler “{wanted:.200}” is not installed here: {DEFAULT_UPSCALER} is chosen instead. Put its "
+                     "model in models/ESRGAN (--upscaler-dir) and send again to use it.")
+    fields["hr_upscaler"] = match or DEFAULT_UPSCALER
+
+
+def _network_notes(params: dict, loras: list, embeddings: Optional[dict]) -> list[str]:
+    notes = []
     prompt_tags = extract_network_tags(str(params.get("Prompt", "")))[1]
     known = _lora_names(loras)
     missing = list(dict.fromkeys(tag.name for tag in prompt_tags if tag.kind in LORA_KINDS and tag.name not in known))
@@ -145,19 +285,13 @@ def plan_send(params: dict, *, loras: list, embeddings: Optional[dict], vaes: li
     others = list(dict.fromkeys(tag.text for tag in prompt_tags if tag.kind not in LORA_KINDS))
     if others:
         notes.append(f"Only LoRA networks are supported; these tags are ignored: {', '.join(others)}.")
-
     loaded = (embeddings or {}).get("loaded") or {}
     used = [part.split(":", 1)[0].strip() for part in str(params.get("TI hashes", "")).split(",") if part.strip()]
     absent = [name for name in dict.fromkeys(used) if name and name not in loaded]
     if absent:
         notes.append(f"Embedding not available for this model: {_quoted(absent)}. Its name stays in the prompt as plain "
                      "words; put the file in embeddings/ (--embeddings-dir) and press Refresh in the Networks panel.")
-
-    ignored = [key for key in params if key not in HANDLED]
-    if ignored:
-        shown = ", ".join(str(key) for key in ignored[:12]) + (" …" if len(ignored) > 12 else "")
-        notes.append(f"Not applied (Text to image has no such setting): {shown}.")
-    return fields, notes
+    return notes
 
 
 def build() -> dict:

@@ -40,6 +40,7 @@ class Session:
     last_seed: dict[str, int] = field(default_factory=dict)  # tab → first seed of its last job
     results: dict[str, list[SavedImage]] = field(default_factory=dict)  # tab → its last results
     selected: dict[str, int] = field(default_factory=dict)  # tab → selected result index
+    extras_result: Any = None  # the Extras tab's last result, as handed to this user (a path in Gradio's cache)
 
     def __deepcopy__(self, memo):  # gr.State copies the initial value per session: start empty
         return Session()
@@ -133,8 +134,9 @@ class Services:
         self.job_service = job_service  # studio.service.JobService
         self.files = files  # studio.web.gradio_files.GradioFiles (duck-typed: the UI imports nothing of the web side)
 
-    def hand_over(self, request: Optional[gr.Request], picture) -> Any:
-        """A picture (a file path of the studio's, or a PIL image) as a value Gradio may show this user."""
+    def hand_over(self, request: Optional[gr.Request], picture, name: str = "image") -> Any:
+        """A picture (a file path of the studio's, or a PIL image) as a value Gradio may show this user. A PIL image
+        becomes `<name>.png`, with its text (its info's str items: "parameters", "postprocessing") kept."""
         if self.files is None:
             return picture
         owner = owner_of(request)
@@ -142,9 +144,15 @@ class Services:
             return self.files.hand_over(owner, picture)
         import io
 
+        from PIL import PngImagePlugin
+
+        text = PngImagePlugin.PngInfo()
+        items = [(k, v) for k, v in (picture.info or {}).items() if isinstance(k, str) and isinstance(v, str)]
+        for key, value in items:
+            text.add_text(key, value)
         buffer = io.BytesIO()
-        picture.save(buffer, format="PNG")
-        return self.files.store(owner, buffer.getvalue(), "image", "png")
+        picture.save(buffer, format="PNG", pnginfo=text if items else None)
+        return self.files.store(owner, buffer.getvalue(), name, "png")
 
     def submit(self, request: GenerationRequest, gr_request: Optional[gr.Request]) -> Job:
         return self.job_service.submit(request, owner_of(gr_request), client_host(gr_request))

@@ -7,8 +7,10 @@ from typing import Optional
 import gradio as gr
 
 from studio.contract import GenerationRequest, RequestError
+from studio.samplers import DEFAULT_SAMPLER
 
 from .networks import AUTOMATIC_VAE
+from .options import DEFAULT_UPSCALER, hires_fields, schedule_choice, tiling_choice, variation_fields
 from .panel import Panel, build_panel, check_vae, generate_listener, size, whole
 from .streaming import Services, Session, stream_job
 
@@ -37,8 +39,9 @@ def vae_choice(vae) -> Optional[str]:
 
 
 def common_fields(prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count, model,
-                  styles=(), clip_skip=1, vae=None) -> dict:
-    """The request fields every generate tab shares, from UI/API values (raises RequestError)."""
+                  styles=(), clip_skip=1, vae=None, scheduler=None, tiling=False) -> dict:
+    """The request fields every generate tab shares, from UI/API values (raises RequestError). scheduler: A1111's
+    Schedule type ("Automatic" or None: the sampler's own)."""
     return dict(
         prompt=prompt if prompt is not None else "",
         negative_prompt=negative_prompt if negative_prompt is not None else "",
@@ -54,24 +57,50 @@ def common_fields(prompt, negative_prompt, sampler_name, steps, cfg_scale, width
         styles=style_choice(styles),
         clip_skip=whole(clip_skip if clip_skip is not None else 1, "clip_skip"),
         vae=vae_choice(vae),
+        scheduler=schedule_choice(scheduler),
+        tiling=tiling_choice(tiling),
     )
 
 
+def txt2img_request(prompt, negative_prompt="", sampler_name=DEFAULT_SAMPLER, steps=20, cfg_scale=7.0, width=0, height=0, seed=-1,
+                    batch_size=1, batch_count=1, model=None, styles=(), clip_skip=1, vae=None, scheduler=None, tiling=False,
+                    subseed=-1, subseed_strength=0.0, seed_resize_from_w=0, seed_resize_from_h=0, enable_hr=False, hr_scale=2.0,
+                    hr_upscaler=DEFAULT_UPSCALER, hr_second_pass_steps=0, hr_resize_x=0, hr_resize_y=0, hr_sampler_name=None,
+                    hr_scheduler=None, hr_prompt="", hr_negative_prompt="", denoising_strength=0.7) -> GenerationRequest:
+    """Text to image's controls (A1111's API names, in the handler's order) → the request (raises RequestError).
+    denoising_strength is the hires pass's, as in A1111's txt2img API."""
+    fields = common_fields(prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count,
+                           model, styles, clip_skip, vae, scheduler, tiling)
+    fields.update(variation_fields(subseed, subseed_strength, seed_resize_from_w, seed_resize_from_h))
+    fields.update(hires_fields(enable_hr, hr_scale, hr_upscaler, hr_second_pass_steps, hr_resize_x, hr_resize_y, hr_sampler_name,
+                               hr_scheduler, hr_prompt, hr_negative_prompt, denoising_strength,
+                               width=fields["width"], height=fields["height"]))
+    return GenerationRequest(**fields)
+
+
 def build(services: Services, session: gr.State) -> Panel:
-    panel = build_panel(services.job_service, TAB, session, size_label="0 = the model's default size; otherwise 64 or more")
+    panel = build_panel(services.job_service, TAB, session, size_label="0 = the model's default size; otherwise 64 or more",
+                        txt2img_options=True)
 
     async def txt2img(prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count, model,
-                styles, clip_skip, vae, state: Session, request: gr.Request):
-        """Text to image. Streams (live preview, progress, gallery, parameters, downloads); the gallery ends with
-        the saved PNG files (served by the studio's file route)."""
+                      styles, clip_skip, vae, scheduler, tiling, subseed, subseed_strength, seed_resize_from_w, seed_resize_from_h,
+                      enable_hr, hr_scale, hr_upscaler, hr_second_pass_steps, hr_resize_x, hr_resize_y, hr_sampler_name,
+                      hr_scheduler, hr_prompt, hr_negative_prompt, denoising_strength, state: Session, request: gr.Request):
+        """Text to image, with A1111's variation seed, tiling and hires fix (enable_hr; denoising_strength is the hires
+        pass's). Streams (live preview, progress, gallery, parameters, downloads); the gallery ends with the saved PNG
+        files (served by the studio's file route)."""
         try:
-            req = GenerationRequest(**common_fields(prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed,
-                                                    batch_size, batch_count, model, styles, clip_skip, vae))
+            req = txt2img_request(prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size,
+                                  batch_count, model, styles, clip_skip, vae, scheduler, tiling, subseed, subseed_strength,
+                                  seed_resize_from_w, seed_resize_from_h, enable_hr, hr_scale, hr_upscaler, hr_second_pass_steps,
+                                  hr_resize_x, hr_resize_y, hr_sampler_name, hr_scheduler, hr_prompt, hr_negative_prompt,
+                                  denoising_strength)
             check_vae(services.job_service, req.vae)
         except RequestError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
         async for update in stream_job(services, state, TAB, req, request):
             yield update
 
-    generate_listener(panel, txt2img, panel.parameter_inputs() + [session], api_name="txt2img")
+    inputs = panel.parameter_inputs() + panel.variation.inputs() + panel.hires.inputs() + [session]
+    generate_listener(panel, txt2img, inputs, api_name="txt2img")
     return panel

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import io
 import json
 import math
 import os
-import re
 import time
 from typing import Any, Optional
 
@@ -22,15 +20,17 @@ from fastapi.concurrency import run_in_threadpool
 from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict
 
-from ..access import ModelRefused
 from ..jobs import Job
 from ..metadata import parse_infotext, read_infotext
 from ..contract import Cancelled, Failed, Finished, GenerationRequest, QueueFullError, RequestError
-from ..samplers import DEFAULT_SAMPLER, sampler_aliases, sampler_names
-from ..validation import decode_image
+from ..samplers import DEFAULT_SAMPLER, SCHEDULE_TYPES, sampler_aliases, sampler_names
+from .a1111_extras import register_extras_routes
+from .base64_images import decode_base64_image
+from .a1111_listings import idle_progress, register_listing_routes
+from .a1111_scripts import generate_with_script
+from .a1111_options import apply_posted, options_for
 from .state import ServerState
 
-SCHEDULERS = (("automatic", "Automatic"), ("karras", "Karras"))
 DISCONNECT_POLL_SECONDS = 0.05  # how often a waiting txt2img/img2img looks for its job's end or its client's leaving
 
 
@@ -61,10 +61,18 @@ class Txt2ImgBody(BaseModel):
     hr_scale: float = 2.0
     hr_upscaler: Optional[str] = None
     hr_second_pass_steps: int = 0
+    hr_resize_x: int = 0
+    hr_resize_y: int = 0
+    hr_sampler_name: Optional[str] = None
+    hr_scheduler: Optional[str] = None
+    hr_prompt: str = ""
+    hr_negative_prompt: str = ""
     override_settings: Optional[dict[str, Any]] = None
     override_settings_restore_afterwards: bool = True
     send_images: bool = True
     save_images: bool = False
+    script_name: Optional[str] = None  # A1111's scripts (studio/scripts): "x/y/z plot", ...
+    script_args: list = []
 
 
 class Img2ImgBody(Txt2ImgBody):
@@ -115,22 +123,6 @@ def json_safe(value):
     return value
 
 
-_DATA_URI = re.compile(r"^data:[\w/+.\-]*(;[\w=\-]+)*;base64,", re.IGNORECASE)
-
-
-def decode_base64_image(data: Any, name: str, settings) -> Image.Image:
-    if not isinstance(data, str) or not data.strip():
-        raise RequestError(f"{name} must be a base64-encoded image (a data: URI prefix is allowed).")
-    text = _DATA_URI.sub("", data.strip(), count=1)
-    try:
-        raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        raise RequestError(f"{name} is not valid base64.") from None
-    if not raw:
-        raise RequestError(f"{name} is empty.")
-    return decode_image(raw, name, settings)
-
-
 def encode_png_file(path: str) -> str:
     with open(path, "rb") as f:
         return base64.b64encode(f.read()).decode("ascii")
@@ -142,28 +134,58 @@ def encode_image(image: Image.Image) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _sampler(body: Txt2ImgBody) -> str:
+def _sampler(body: Txt2ImgBody) -> tuple[str, Optional[str]]:
+    """(sampler name, schedule type): A1111's `scheduler` field, or a name that carries it ("DPM++ 2M Karras")."""
     name = (body.sampler_name or body.sampler_index or DEFAULT_SAMPLER).strip()
-    scheduler = (body.scheduler or "automatic").strip().lower()
-    known = {key for key, _ in SCHEDULERS}
-    if scheduler not in known:
-        raise RequestError(f"Unknown scheduler {body.scheduler!r}. Supported: {', '.join(label for _, label in SCHEDULERS)}.")
-    if scheduler == "karras" and not name.endswith(" Karras"):
-        name += " Karras"
-    return name
+    return name, _schedule_type(body.scheduler)
+
+
+def _schedule_type(key: Optional[str]) -> Optional[str]:
+    if key is None or key.strip().lower() in ("", "automatic"):
+        return None
+    labels = {k: label for k, label in SCHEDULE_TYPES}
+    wanted = key.strip().lower().replace(" ", "_")
+    if wanted not in labels and key.strip() not in labels.values():
+        raise RequestError(f"Unknown scheduler {key!r}. Supported: {', '.join(label for _, label in SCHEDULE_TYPES)}.")
+    return labels.get(wanted, key.strip())
+
+
+def _variation(body: Txt2ImgBody) -> dict:
+    resize = None
+    if body.seed_resize_from_w > 0 and body.seed_resize_from_h > 0:
+        resize = (body.seed_resize_from_w, body.seed_resize_from_h)
+    return dict(subseed=body.subseed, subseed_strength=body.subseed_strength or 0.0, seed_resize_from=resize,
+                tiling=bool(body.tiling))
+
+
+def _hires(body: Txt2ImgBody) -> dict:
+    """A1111's hires fields (txt2img only; A1111 ignores them in img2img)."""
+    if not body.enable_hr:
+        return {}
+    resize = None
+    if body.hr_resize_x > 0 or body.hr_resize_y > 0:  # A1111: one side given → the other keeps the aspect ratio
+        width = body.hr_resize_x or round(body.width * body.hr_resize_y / body.height / 8) * 8
+        height = body.hr_resize_y or round(body.height * body.hr_resize_x / body.width / 8) * 8
+        resize = (width, height)
+    return dict(
+        enable_hr=True,
+        hr_scale=body.hr_scale,
+        hr_resize=resize,
+        hr_upscaler=body.hr_upscaler or "Latent",
+        hr_second_pass_steps=body.hr_second_pass_steps,
+        hr_sampler_name=None if body.hr_sampler_name in (None, "", "Use same sampler") else body.hr_sampler_name,
+        hr_scheduler=None if body.hr_scheduler in (None, "", "Use same scheduler") else _schedule_type(body.hr_scheduler),
+        hr_prompt=body.hr_prompt or None,
+        hr_negative_prompt=body.hr_negative_prompt or None,
+        hr_denoising_strength=0.7 if body.denoising_strength is None else body.denoising_strength,
+    )
 
 
 def _refuse_unsupported(body: Txt2ImgBody) -> None:
-    if body.enable_hr:
-        raise RequestError("Hires. fix (enable_hr) is not supported by this server; generate at the final size instead.")
-    if body.subseed_strength is not None and body.subseed_strength != 0:
-        raise RequestError("Variation seeds (subseed_strength above 0) are not supported by this server.")
     if body.restore_faces:
-        raise RequestError("restore_faces is not supported by this server.")
-    if body.tiling:
-        raise RequestError("tiling is not supported by this server.")
-    if body.seed_resize_from_w not in (-1, 0) or body.seed_resize_from_h not in (-1, 0):
-        raise RequestError("seed_resize_from_w/h are not supported by this server.")
+        raise RequestError("restore_faces is not available on this server: it needs a face restorer (GFPGAN or "
+                           "CodeFormer weights in models/GFPGAN or models/Codeformer, and their libraries), which is "
+                           "not installed.")
 
 
 class Api:
@@ -181,11 +203,11 @@ class Api:
             raise RequestError("override_settings.sd_model_checkpoint must be a model name.")
         return self.service.model_for_request(user, client_host(request), wanted)
 
-    def _prompt_settings(self, body: Txt2ImgBody) -> dict:
-        """CLIP skip and the VAE: the request's override_settings, else what an admin set in the options, else
-        A1111's defaults (1, Automatic)."""
+    def _prompt_settings(self, body: Txt2ImgBody, user: str) -> dict:
+        """CLIP skip and the VAE: the request's override_settings, else the user's own options, else what an admin
+        set for the server, else A1111's defaults (1, Automatic)."""
         override = body.override_settings or {}
-        options = self.state.server_options
+        options = options_for(self.state, user)
         clip_skip = override.get("CLIP_stop_at_last_layers", options.get("CLIP_stop_at_last_layers", 1))
         if isinstance(clip_skip, bool) or not isinstance(clip_skip, (int, float)) or clip_skip != int(clip_skip):
             raise RequestError("CLIP_stop_at_last_layers must be a whole number (1 = the last layer).")
@@ -197,21 +219,26 @@ class Api:
     def build_request(self, request: Request, user: str, body: Txt2ImgBody, img2img: bool) -> GenerationRequest:
         _refuse_unsupported(body)
         settings = self.service.settings
+        sampler_name, schedule_type = _sampler(body)
         arguments = dict(
             prompt=body.prompt,
             negative_prompt=body.negative_prompt,
             seed=body.seed,
             steps=body.steps,
             cfg_scale=body.cfg_scale,
-            sampler_name=_sampler(body),
+            sampler_name=sampler_name,
+            scheduler=schedule_type,
             width=body.width,
             height=body.height,
             batch_size=body.batch_size,
             batch_count=body.n_iter,
             model=self._model(request, user, body),
             styles=tuple(body.styles or ()),
-            **self._prompt_settings(body),
+            **self._prompt_settings(body, user),
+            **_variation(body),
         )
+        if not img2img:
+            arguments.update(_hires(body))
         if img2img:
             assert isinstance(body, Img2ImgBody)
             if not body.init_images:
@@ -231,6 +258,8 @@ class Api:
     # ---- running it
 
     async def generate(self, request: Request, body: Txt2ImgBody, img2img: bool) -> dict:
+        if body.script_name:  # A1111's scripts: studio/web/a1111_scripts.py
+            return await generate_with_script(self, request, body, img2img)
         user = request.state.user
         try:
             gen = await run_in_threadpool(self.build_request, request, user, body, img2img)
@@ -252,7 +281,8 @@ class Api:
             echo["mask"] = None
         images = result.images if isinstance(result, Finished) else []
         payload = await run_in_threadpool(lambda: [encode_png_file(i.path) for i in images] if body.send_images else [])
-        info = self._info(job, gen, images, interrupted=isinstance(result, Cancelled), skipped=getattr(result, "skipped", False))
+        stopped_early = getattr(result, "skipped", False)  # A1111's interrupt: the images as they stood
+        info = self._info(job, gen, images, interrupted=isinstance(result, Cancelled) or stopped_early, skipped=stopped_early)
         return json_safe({"images": payload, "parameters": echo, "info": json.dumps(json_safe(info), ensure_ascii=False)})
 
     async def _wait_for(self, job: Job, request: Request) -> bool:
@@ -370,6 +400,8 @@ def build_router(state: ServerState) -> APIRouter:
     _job_routes(router, state, api, state.service)
     _model_and_option_routes(router, state, api, state.service)
     _prompt_library_routes(router, state.service)
+    register_listing_routes(router, state)
+    register_extras_routes(router, state)
     return router
 
 
@@ -395,18 +427,24 @@ def _job_routes(router: APIRouter, state: ServerState, api: Api, service) -> Non
 
     @router.get("/sdapi/v1/progress")
     def progress(request: Request, skip_current_image: bool = False):
-        return api.progress(request.state.user, with_image=not skip_current_image)
+        reply = api.progress(request.state.user, with_image=not skip_current_image)
+        if reply["state"]["job_count"]:
+            return reply
+        # No job of theirs running or queued: A1111's idle answer, which keeps the last job's text ("Failed: ...").
+        return {**idle_progress(), "textinfo": reply["textinfo"]}
 
     @router.post("/sdapi/v1/interrupt")
     def interrupt(request: Request):
+        """A1111's interrupt: the running job stops now and returns its images as they stand."""
         user = request.state.user
-        job = service.cancel(user, api.running_job(user))
+        job = service.skip(user, api.running_job(user))
         return {"interrupted": job.id if job else None}
 
     @router.post("/sdapi/v1/skip")
     def skip(request: Request):
+        """A1111's skip: the batch being sampled ends now; the job goes on with its next batch."""
         user = request.state.user
-        job = service.skip(user, api.running_job(user))
+        job = service.skip_batch(user, api.running_job(user))
         return {"skipped": job.id if job else None}
 
 
@@ -434,6 +472,14 @@ def _prompt_library_routes(router: APIRouter, service) -> None:
     def prompt_styles():
         return [{"name": s.name, "prompt": s.prompt, "negative_prompt": s.negative_prompt} for s in service.styles()]
 
+    @router.get("/sdapi/v1/upscalers")
+    def upscalers():
+        return service.upscalers()
+
+    @router.get("/sdapi/v1/realesrgan-models")
+    def realesrgan_models():
+        return service.realesrgan_models()
+
     @router.get("/sdapi/v1/sd-vae")
     def sd_vae():
         return service.vaes()
@@ -447,7 +493,7 @@ def _model_and_option_routes(router: APIRouter, state: ServerState, api: Api, se
 
     @router.get("/sdapi/v1/schedulers")
     def schedulers():
-        return [{"name": key, "label": label, "aliases": None, "default_rho": -1, "need_inner_model": False} for key, label in SCHEDULERS]
+        return [{"name": key, "label": label, "aliases": None, "default_rho": -1, "need_inner_model": False} for key, label in SCHEDULE_TYPES]
 
     @router.get("/sdapi/v1/sd-models")
     def sd_models():
@@ -470,38 +516,18 @@ def _model_and_option_routes(router: APIRouter, state: ServerState, api: Api, se
 
     @router.get("/sdapi/v1/options")
     def get_options(request: Request):
-        options = dict(state.server_options)
-        options.update(
-            sd_model_checkpoint=state.model_for(request.state.user),
-            samples_format="png",
-            CLIP_stop_at_last_layers=state.server_options.get("CLIP_stop_at_last_layers", 1),
-            sd_vae=state.server_options.get("sd_vae", "Automatic"),
-            live_previews_enable=service.settings.preview != "off",
-            show_progress_every_n_steps=service.settings.preview_interval(),
-        )
-        return options
+        """A1111's full option set as this user sees it (studio.web.a1111_options.options_for)."""
+        return options_for(state, request.state.user)
 
     @router.post("/sdapi/v1/options")
     def set_options(body: OptionsBody, request: Request):
+        """The user's own options; an admin's CLIP skip / VAE are everyone's default. Refused (422): nothing stored."""
         user = request.state.user
-        admin = state.is_admin(user, client_host(request))
-        values = dict(body.model_extra or {})
-        model = values.pop("sd_model_checkpoint", None)
-        if values and not admin:
-            raise bad_request(
-                f"Only an admin can change server options ({', '.join(sorted(values))}); "
-                "you may set sd_model_checkpoint (your own model).",
-                403,
-            )
-        if model is not None:
-            if not isinstance(model, str):
-                raise bad_request("sd_model_checkpoint must be a model name.")
-            try:
-                state.set_model(user, service.resolve_model(model, admin))
-            except ModelRefused as exc:
-                raise bad_request(str(exc)) from None
-        state.server_options.update(json_safe(values))
-        return {}
+        try:
+            apply_posted(state, user, state.is_admin(user, client_host(request)), dict(body.model_extra or {}))
+        except RequestError as exc:  # OptionsError, ModelRefused
+            raise bad_request(str(exc)) from None
+        return None  # A1111 answers null
 
     @router.get("/sdapi/v1/memory")
     def memory(request: Request):

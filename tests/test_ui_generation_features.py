@@ -1,0 +1,244 @@
+"""Text to image's A1111 options in the UI: Schedule type beside the sampler, Tiling, the variation seed (Seed's
+Extra) and Hires. fix — the request the controls make (no server), PNG info's send of an A1111 infotext with all of
+them, and /txt2img through gradio_client (hires fix at 64×64 → 128×128)."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from studio.contract import GenerationRequest, RequestError
+from studio.metadata import parse_infotext, read_infotext
+from studio.ui import options, png_info
+from studio.ui.txt2img import common_fields, txt2img_request
+
+# ---- the request the controls make
+
+
+CONTROLS = dict(prompt="a lighthouse", negative_prompt="blurry", sampler_name="DPM++ 2M", steps=12, cfg_scale=6.0,
+                width=512, height=768, seed=42.0, batch_size=1, batch_count=1, model="tiny", styles=[], clip_skip=1,
+                vae="Automatic", scheduler="Karras", tiling=True, subseed=7.0, subseed_strength=0.25,
+                seed_resize_from_w=448, seed_resize_from_h=640, enable_hr=True, hr_scale=1.5, hr_upscaler="Latent (bicubic)",
+                hr_second_pass_steps=8.0, hr_resize_x=0, hr_resize_y=0, hr_sampler_name="Euler", hr_scheduler="Use same scheduler",
+                hr_prompt="", hr_negative_prompt="", denoising_strength=0.55)
+
+
+def test_the_controls_make_the_request():
+    req = txt2img_request(**CONTROLS)
+    assert req == GenerationRequest(
+        prompt="a lighthouse", negative_prompt="blurry", sampler_name="DPM++ 2M", scheduler="Karras", steps=12, cfg_scale=6.0,
+        width=512, height=768, seed=42, model="tiny", tiling=True, subseed=7, subseed_strength=0.25, seed_resize_from=(448, 640),
+        enable_hr=True, hr_scale=1.5, hr_upscaler="Latent (bicubic)", hr_second_pass_steps=8, hr_sampler_name="Euler",
+        hr_scheduler=None, hr_prompt=None, hr_negative_prompt=None, hr_denoising_strength=0.55)
+    assert req.task.value == "hires_fix"
+
+
+def test_the_default_controls_make_a_plain_request():
+    req = txt2img_request("a cat", width=0, height=0, scheduler="Automatic", hr_sampler_name=options.SAME_SAMPLER,
+                          hr_scheduler=options.SAME_SCHEDULER)
+    assert req == GenerationRequest(prompt="a cat")
+    assert req.task.value == "txt2img"
+    # hires controls left set but the checkbox off: no hires fix
+    off = txt2img_request(**dict(CONTROLS, enable_hr=False))
+    assert not off.enable_hr and off.hr_scale == 2.0 and off.hr_sampler_name is None and off.task.value == "txt2img"
+
+
+def test_hires_options_map_as_in_a1111():
+    hires = dict(CONTROLS, hr_sampler_name="DPM++ 2M SDE", hr_scheduler="Exponential", hr_prompt="sharp", hr_negative_prompt="soft",
+                 hr_resize_x=1024, hr_resize_y=0)
+    req = txt2img_request(**hires)
+    assert req.hr_resize == (1024, 1536)  # one side given: the other keeps the first pass's aspect ratio
+    assert (req.hr_sampler_name, req.hr_scheduler, req.hr_prompt, req.hr_negative_prompt) == ("DPM++ 2M SDE", "Exponential", "sharp", "soft")
+    assert txt2img_request(**dict(hires, hr_resize_x=640, hr_resize_y=800)).hr_resize == (640, 800)
+    # the model's default size is square
+    assert txt2img_request(**dict(hires, width=0, height=0, hr_resize_x=0, hr_resize_y=1024)).hr_resize == (1024, 1024)
+    # hires "Automatic" is its own choice (the main sampler may be Karras): only "Use same scheduler" means the same
+    assert txt2img_request(**dict(hires, hr_scheduler="Automatic")).hr_scheduler == "Automatic"
+    with pytest.raises(RequestError, match="Resize width/height to"):
+        txt2img_request(**dict(hires, width=512, height=0))
+    with pytest.raises(RequestError, match="Resize seed from"):
+        txt2img_request(**dict(CONTROLS, seed_resize_from_h=0))
+    with pytest.raises(RequestError, match="hr_prompt must be text"):
+        txt2img_request(**dict(CONTROLS, hr_prompt={"path": "/etc/passwd"}))
+
+
+def test_every_tab_takes_schedule_type_and_tiling():
+    base = ("a cat", "", "DPM++ 2M", 20, 7.0, 0, 0, -1, 1, 1, "tiny", [], 1, None)
+    fields = common_fields(*base, "Karras", True)
+    assert fields["scheduler"] == "Karras" and fields["tiling"] is True
+    assert common_fields(*base, "Automatic", False)["scheduler"] is None
+    assert common_fields(*base)["scheduler"] is None and common_fields(*base)["tiling"] is False  # old callers
+    with pytest.raises(RequestError):
+        common_fields(*base, {"not": "a name"}, False)
+    with pytest.raises(RequestError):
+        common_fields(*base, None, "yes")
+
+
+def test_schedule_types_follow_the_sampler():
+    assert options.schedule_types("DPM++ 2M")[0] == "Automatic" and "Karras" in options.schedule_types("DPM++ 2M")
+    assert options.schedule_types("Euler a") == ["Automatic", "Uniform", "SGM Uniform"]  # no sigma schedules
+    assert options.schedule_types("LCM") == ["Automatic"]
+    assert len(options.schedule_types("Nope")) == 6  # an unknown sampler: every type (the engine names the problem)
+    kept = options.schedule_update("DPM++ 2M", "Karras")
+    assert kept.value == "Karras" and [c[0] for c in kept.choices] == options.schedule_types("DPM++ 2M")  # (label, value)
+    assert options.schedule_update("Euler a", "Karras").value == "Automatic"
+    hires = options.schedule_update("DDIM", "Karras", first=options.SAME_SCHEDULER)
+    assert hires.value == options.SAME_SCHEDULER and [c[0] for c in hires.choices][:2] == [options.SAME_SCHEDULER, "Automatic"]
+
+
+def test_the_hires_line_says_the_final_size():
+    assert options.hires_text(512, 512, 2, 0, 0) == "Upscaling 512×512 → 1024×1024"
+    assert options.hires_text(512, 768, 1.5, 0, 0) == "Upscaling 512×768 → 768×1152"
+    assert options.hires_text(64, 64, 2, 0, 0) == "Upscaling 64×64 → 128×128"
+    assert options.hires_text(512, 768, 2, 1024, 0) == "Upscaling 512×768 → 1024×1536"
+    assert options.hires_text(0, 0, 2, 0, 0) == "Upscaling the model's default size × 2"
+    assert options.hires_text(0, 0, 2, 1024, 1024) == "Upscaling the model's default size → 1024×1024"
+
+
+def test_the_variation_seeds_recycle_takes_the_selected_results():
+    from studio.contract import SavedImage
+    from studio.ui.streaming import Session
+
+    session = Session()
+    assert options.last_variation_seed(session, "txt2img") is None  # nothing generated yet
+    session.results["txt2img"] = [SavedImage("a.png", 1, "a cat\nSteps: 2, Seed: 1, Variation seed: 77, Variation seed strength: 0.5"),
+                                  SavedImage("b.png", 2, "a cat\nSteps: 2, Seed: 2, Size: 64x64")]
+    assert options.last_variation_seed(session, "txt2img") == 77
+    session.selected["txt2img"] = 1
+    assert options.last_variation_seed(session, "txt2img") is None  # made without a variation seed
+
+
+# ---- PNG info → Text to image
+
+
+A1111_TEXT = """a castle on a hill, <lora:add_detail:0.6>
+Negative prompt: lowres
+Steps: 24, Sampler: DPM++ 2M Karras, CFG scale: 6.5, Seed: 1234, Size: 512x640, Model hash: 755f4d1900, Model: tiny, \
+Variation seed: 99, Variation seed strength: 0.35, Seed resize from: 448x576, Denoising strength: 0.45, \
+Hires upscale: 1.75, Hires steps: 10, Hires upscaler: Latent (bicubic antialiased), Hires sampler: Euler, \
+Hires schedule type: Uniform, Hires prompt: "a castle, fine detail", Hires negative prompt: "lowres, blur", Tiling: True, \
+Version: v1.10.1"""
+
+UPSCALERS = ["Latent", "Latent (antialiased)", "Latent (bicubic)", "Latent (bicubic antialiased)", "None", "Lanczos", "Nearest"]
+
+
+def _plan(params, **overrides):
+    kwargs = dict(loras=[{"name": "add_detail", "alias": "add_detail"}], embeddings={}, vaes=[], models=["tiny"],
+                  model_hashes={}, upscalers=UPSCALERS)
+    kwargs.update(overrides)
+    return png_info.plan_send(params, **kwargs)
+
+
+def test_png_info_sends_schedule_type_variation_tiling_and_hires():
+    fields, notes = _plan(parse_infotext(A1111_TEXT))
+    assert notes == []
+    assert fields == dict(
+        prompt="a castle on a hill, <lora:add_detail:0.6>", negative_prompt="lowres", sampler_name="DPM++ 2M", scheduler="Karras",
+        steps=24, cfg_scale=6.5, seed=1234, width=512, height=640, clip_skip=1, vae="Automatic", model="tiny", tiling=True,
+        seed_extras=True, subseed=99, subseed_strength=0.35, seed_resize_from_w=448, seed_resize_from_h=576,
+        enable_hr=True, hr_scale=1.75, hr_resize_x=0, hr_resize_y=0, hr_second_pass_steps=10,
+        hr_upscaler="Latent (bicubic antialiased)", hr_sampler_name="Euler", hr_scheduler="Uniform",
+        hr_prompt="a castle, fine detail", hr_negative_prompt="lowres, blur", denoising_strength=0.45)
+
+
+def test_png_info_sets_back_what_the_text_leaves_out():
+    params = parse_infotext("a cat\nSteps: 20, Sampler: DPM++ 2M, Schedule type: Exponential, CFG scale: 7, Seed: 1, Size: 64x64")
+    fields, notes = _plan(params)
+    assert notes == []
+    assert (fields["sampler_name"], fields["scheduler"]) == ("DPM++ 2M", "Exponential")
+    assert fields["tiling"] is False and fields["enable_hr"] is False and fields["seed_extras"] is False
+    assert fields["subseed_strength"] == 0 and fields["seed_resize_from_w"] == 0 and "subseed" not in fields
+    fields, _ = _plan(parse_infotext("a cat\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 64x64"))
+    assert (fields["sampler_name"], fields["scheduler"]) == ("Euler a", "Automatic")
+
+
+def test_png_info_says_what_of_hires_and_samplers_it_cannot_apply():
+    params = parse_infotext("a cat\nSteps: 20, Sampler: DPM adaptive, CFG scale: 7, Seed: 1, Size: 512x512, "
+                            "Denoising strength: 0.5, Hires resize: 1024x768, Hires upscaler: R-ESRGAN 4x+, "
+                            "Hires sampler: Restart, Hires CFG Scale: 5")
+    fields, notes = _plan(params)
+    text = "\n".join(notes)
+    assert "DPM adaptive" in text and "sampler_name" not in fields and "scheduler" not in fields
+    assert "R-ESRGAN 4x+" in text and "--upscaler-dir" in text and fields["hr_upscaler"] == "Latent"
+    assert "Restart" in text and fields["hr_sampler_name"] == options.SAME_SAMPLER
+    assert "Hires CFG Scale" in text  # no such control here
+    assert (fields["enable_hr"], fields["hr_resize_x"], fields["hr_resize_y"], fields["denoising_strength"]) == (True, 1024, 768, 0.5)
+    # an img2img picture's denoising strength is not a hires setting
+    fields, notes = _plan(parse_infotext("a cat\nSteps: 20, Sampler: Euler, CFG scale: 7, Seed: 1, Size: 64x64, Denoising strength: 0.6"))
+    assert fields["enable_hr"] is False and any("Denoising strength" in note for note in notes)
+
+
+def test_every_field_sent_has_a_control(engine):
+    import gradio as gr
+
+    from studio.service import JobService
+    from studio.ui import txt2img
+    from studio.ui.streaming import Services, Session
+
+    with gr.Blocks():
+        panel = txt2img.build(Services(JobService.for_operator(engine)), gr.State(Session()))
+    controls = panel.controls()
+    fields, _ = _plan(parse_infotext(A1111_TEXT))
+    assert set(fields) <= set(controls), set(fields) - set(controls)
+    assert {"scheduler", "tiling", "hr_upscaler", "subseed", "seed_extras", "hires_accordion"} <= set(controls)
+    # the hires upscaler list is the service's, Latent first
+    assert panel.hires.hr_upscaler.value == "Latent" and panel.hires.hr_upscaler.choices[0][0] == "Latent"
+    assert panel.hires.accordion.open is False and panel.variation.row.visible is False
+
+
+# ---- through the UI's API (the whole studio, the tiny model)
+
+
+@pytest.fixture(scope="module")
+def client(engine):
+    gradio_client = pytest.importorskip("gradio_client")
+    from tests.ui_support import launch_studio
+
+    with launch_studio(engine) as server:
+        yield gradio_client.Client(server.url + "/", verbose=False)
+
+
+A1111_NAMES = {"scheduler", "subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h", "tiling", "enable_hr", "hr_scale",
+               "hr_upscaler", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y", "hr_sampler_name", "hr_scheduler", "hr_prompt",
+               "hr_negative_prompt", "denoising_strength"}
+
+
+def test_the_txt2img_endpoint_has_a1111s_names_with_defaults(client):
+    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    params = {p["parameter_name"]: p for p in api["/txt2img"]["parameters"]}
+    assert A1111_NAMES <= set(params)
+    assert all(params[name]["parameter_has_default"] for name in A1111_NAMES)
+    assert params["enable_hr"]["parameter_default"] is False and params["hr_upscaler"]["parameter_default"] == "Latent"
+    for endpoint in ("/img2img", "/inpaint"):
+        names = {p["parameter_name"] for p in api[endpoint]["parameters"]}
+        assert {"scheduler", "tiling"} <= names and "enable_hr" not in names and "subseed" not in names
+
+
+def _final_image(result) -> tuple[Image.Image, str]:
+    gallery, infotext = result[2], result[3]
+    with Image.open(gallery[0]["image"]) as image:
+        image.load()
+        assert read_infotext(image) == infotext
+        return image.copy(), infotext
+
+
+def test_txt2img_hires_fix_through_the_api(client):
+    result = client.predict(api_name="/txt2img", prompt="a lighthouse", steps=2, width=64, height=64, seed=5,
+                            enable_hr=True, hr_scale=2)
+    image, infotext = _final_image(result)
+    assert image.size == (128, 128)
+    assert "Hires upscale: 2" in infotext and "Size: 64x64" in infotext and "Hires upscaler: Latent" in infotext
+    assert "Denoising strength: 0.7" in infotext
+
+
+def test_txt2img_schedule_type_variation_and_tiling_through_the_api(client):
+    result = client.predict(api_name="/txt2img", prompt="a lighthouse", steps=2, width=64, height=64, seed=5,
+                            sampler_name="DPM++ 2M", scheduler="Karras", subseed=11, subseed_strength=0.5, tiling=True)
+    _, infotext = _final_image(result)
+    parsed = parse_infotext(infotext)
+    assert (parsed["Sampler"], parsed["Schedule type"]) == ("DPM++ 2M", "Karras")
+    assert parsed["Variation seed"] == "11" and float(parsed["Variation seed strength"]) == 0.5
+    assert parsed["Tiling"] == "True"
+    with pytest.raises(Exception) as raised:
+        client.predict(api_name="/txt2img", prompt="x", steps=2, width=64, height=64, sampler_name="Euler a", scheduler="Karras")
+    assert "Karras" in str(raised.value) and "Traceback" not in str(raised.value)
