@@ -226,13 +226,14 @@ class JobService:
 
         return plan_script(self, name, request, script_args, user, client_host, img2img)
 
-    def run_script(self, plan, user: str, client_host: Optional[str] = None, stop=None):
+    def run_script(self, plan, user: str, client_host: Optional[str] = None, stop=None, on_job=None):
         """Run a plan's generations as `user`'s jobs through the fair queue (a few at a time), then its grids, saved
         in the user's outputs. Returns studio.scripts.ScriptResult; raises ScriptStopped once `stop` (a
-        threading.Event) is set — every job of the script is then cancelled — and QueueFullError."""
+        threading.Event) is set — every job of the script is then cancelled — and QueueFullError. on_job(job), if
+        given, is told of each job as it is queued, in the plan's order (a front end's "Cell 3/9", previews, Cancel)."""
         from .scripts import run_plan
 
-        return run_plan(self, plan, user, client_host, stop)
+        return run_plan(self, plan, user, client_host, stop, on_job)
 
     def upscale_image(self, image, scale: float, upscaler: str):
         """`image` upscaled by `scale` with the named picture upscaler (SD upscale), on the engine's device."""

@@ -96,6 +96,8 @@ def test_scheduler_and_override_settings(client):
         ({"enable_hr": True, "hr_scale": 9}, "hr_scale"),
         ({"subseed_strength": 1.5}, "subseed_strength"),
         ({"restore_faces": True}, "models/GFPGAN"),
+        ({"alwayson_scripts": {"ControlNet": {"args": [{"enabled": True}]}}}, "ControlNet"),
+        ({"enable_hr": True, "hr_checkpoint_name": "other.safetensors"}, "hr_checkpoint_name"),
         ({"sampler_name": "Nope"}, "Unknown sampler"),
         ({"scheduler": "polynomial"}, "Unknown scheduler"),
         ({"sampler_name": "Euler a", "scheduler": "karras"}, "no Karras schedule"),

@@ -420,3 +420,55 @@ def test_extras_upscales_an_uploaded_image(browser_page, tmp_path):
     page.click("#txt2img-to-extras")
     page.wait_for_function("() => { const i = document.querySelector('#extras-image img'); return i && i.naturalWidth === %d; }" % SIZE,
                            timeout=30_000)
+
+
+def _pick(page, element_id: str, option: str) -> None:
+    """Choose `option` in the dropdown #element_id."""
+    page.click(f"#{element_id} input")
+    page.click(f"#{element_id} [role=option][aria-label='{option}']")
+    page.keyboard.press("Escape")
+    page.wait_for_function("([sel, want]) => document.querySelector(sel).value === want",
+                           arg=[f"#{element_id} input", option], timeout=10_000)
+
+
+def test_xyz_plot_from_text_to_image(fresh_page, tmp_path):
+    """Script → X/Y/Z plot (its panel appears), X = Steps "2,3", Generate: the tab says which cell runs, then shows the
+    grid first and each cell after it, each with its own parameters. A .txt file picked under "Prompts from file or
+    textbox" is read into its box in the browser."""
+    page = fresh_page
+    assert not page.locator("#txt2img-script-xyz-plot").is_visible()  # "None" at first: no script panel
+    page.fill("#txt2img-prompt textarea", "a lighthouse at dusk")
+    for name, value in (("width", 64), ("height", 64)):
+        _set_slider(page, f"txt2img-{name}", value)
+    _pick(page, "txt2img-script", "X/Y/Z plot")
+    page.wait_for_selector("#txt2img-script-xyz-plot", state="visible", timeout=10_000)
+    _pick(page, "txt2img-xyz-x-type", "Steps")
+    page.fill("#txt2img-xyz-x-values textarea", "2,3")
+    page.evaluate("""() => { window.__progress = []; setInterval(() => {
+        const t = (document.querySelector('#txt2img-progress') || {}).innerText || '';
+        if (t && window.__progress[window.__progress.length - 1] !== t) window.__progress.push(t); }, 10); }""")
+    page.click("#txt2img-generate")
+    page.wait_for_selector("#txt2img-progress .studio-progress-done", timeout=180_000)
+    assert page.inner_text("#txt2img-progress").strip() == "Done: X/Y/Z plot, 1 grid and 2 images"
+    seen = page.evaluate("window.__progress")
+    assert any("X/Y/Z plot: 2 cells" in text or "Cell " in text for text in seen), seen
+    page.wait_for_function("() => document.querySelectorAll('#txt2img-gallery .thumbnail-item img, #txt2img-gallery img').length >= 3",
+                           timeout=30_000)
+    gallery = page.inner_text("#txt2img-gallery")
+    assert "grid" in gallery and "Steps: 2" in gallery and "Steps: 3" in gallery, gallery
+    infotext = page.input_value("#txt2img-infotext textarea")
+    assert "Script: X/Y/Z plot" in infotext and "X Type: Steps" in infotext and 'X Values: "2,3"' in infotext, infotext
+    grid = page.evaluate("() => { const i = document.querySelector('#txt2img-preview img'); return [i.naturalWidth, i.naturalHeight]; }")
+    assert grid[0] == 2 * 64 and grid[1] > 64, grid  # the grid: two cells side by side, the Steps labels above
+    assert page.locator("#txt2img-files a").count() == 3
+    page.locator("#txt2img-script").scroll_into_view_if_needed()
+    _shot(page, "10-xyz-plot")
+    # Prompts from file: a .txt file is read in the browser into "List of prompt inputs"
+    _pick(page, "txt2img-script", "Prompts from file or textbox")
+    page.wait_for_selector("#txt2img-file-prompts", state="visible", timeout=10_000)
+    lines = tmp_path / "prompts.txt"
+    lines.write_text("a red fox\r\na blue bird\n", encoding="utf-8")
+    page.set_input_files("#txt2img-file-upload input[type=file]", str(lines))
+    page.wait_for_function("() => document.querySelector('#txt2img-file-prompts textarea').value === 'a red fox\\na blue bird\\n'",
+                           timeout=10_000)
+    assert "2 lines" in page.inner_text("#txt2img-file-upload")

@@ -26,8 +26,9 @@ class ScriptStopped(Exception):
 
 class _Run:
     def __init__(self, service, requests: list[GenerationRequest], user: str, client_host: Optional[str],
-                 stop: threading.Event):
+                 stop: threading.Event, on_job=None):
         self.service, self.requests, self.user, self.client_host, self.stop = service, requests, user, client_host, stop
+        self.on_job = on_job  # told of each job as it is queued (a front end's progress, previews, Cancel)
         self.jobs: list = [None] * len(requests)
         self.results: list[list] = [[] for _ in requests]
         self.pending: deque[int] = deque()
@@ -58,6 +59,8 @@ class _Run:
                 self._pause()  # the caller's other jobs fill the queue: wait for room
                 continue
             self.jobs[self.submitted] = job
+            if self.on_job is not None:
+                self.on_job(job)
             self.pending.append(self.submitted)
             self.submitted += 1
 
@@ -89,12 +92,12 @@ class _Run:
 
 
 def run_plan(service, plan: Plan, user: str, client_host: Optional[str] = None,
-             stop: Optional[threading.Event] = None) -> ScriptResult:
+             stop: Optional[threading.Event] = None, on_job=None) -> ScriptResult:
     """Run `plan` for `user` and assemble its pictures. Raises ScriptStopped once `stop` is set, QueueFullError when
     the caller's queue is full before anything ran."""
     stop = stop or threading.Event()
     requests = plan.before_run(service, list(plan.requests)) if plan.before_run else list(plan.requests)
-    run = _Run(service, requests, user, client_host, stop)
+    run = _Run(service, requests, user, client_host, stop, on_job)
     run.all()
     first_job = run.jobs[0]
     result = ScriptResult(plan.title, [], requests[0], first_job, run.interrupted, run.failed, list(plan.notes))

@@ -13,7 +13,7 @@ from typing import Optional
 
 import gradio as gr
 
-from . import extras, img2img, inpaint, networks, options, png_info, step_previews, txt2img
+from . import extras, img2img, inpaint, networks, options, png_info, script_panel, step_previews, txt2img
 from studio.contract import LOCAL_USER
 
 from .panel import Panel
@@ -36,7 +36,7 @@ CSS = """
 .studio-downloads { margin: 1.9em 0 0.2em; padding-left: 1.2em; font-size: 0.9em; }
 .studio-note { font-size: 0.9em; }
 .studio-note ul { margin: 0.2em 0; padding-left: 1.2em; }
-""" + networks.CSS + options.CSS
+""" + networks.CSS + options.CSS + script_panel.CSS
 
 # On page load: the style sheet (so it applies however the server mounts the UI), and Ctrl+Enter (Cmd+Enter)
 # in a prompt box clicks that tab's Generate button; a Networks card's click puts its tag into that tab's prompt.
@@ -70,7 +70,9 @@ SHORTCUTS_JS = """
     });
     source.addEventListener('step', (e) => {
       const step = JSON.parse(e.data), line = progress();
-      if (line && !line.classList.contains('studio-progress-done')) line.textContent = `Step ${step.step}/${step.total}${etaText(step.eta)}`;
+      // A script's cell keeps its "Cell 3/9" in front (data-prefix).
+      const prefix = line && line.dataset.prefix ? `${line.dataset.prefix} · ` : '';
+      if (line && !line.classList.contains('studio-progress-done')) line.textContent = `${prefix}Step ${step.step}/${step.total}${etaText(step.eta)}`;
     });
     for (const end of ['finished', 'failed', 'cancelled']) source.addEventListener(end, () => source.close());
   };
@@ -81,6 +83,7 @@ SHORTCUTS_JS = """
   new MutationObserver(sweep).observe(document.body, { childList: true, subtree: true, attributes: true, attributeFilter: ['data-stream'] });
   sweep();
 __CARDS__
+__TXT__
   document.addEventListener('keydown', (e) => {
     if (!(e.ctrlKey || e.metaKey) || e.key !== 'Enter') return;
     const box = e.target && e.target.closest ? e.target.closest('.studio-prompt') : null;
@@ -92,7 +95,8 @@ __CARDS__
 """
 
 
-SHORTCUTS_JS = SHORTCUTS_JS.replace("__CSS__", json.dumps(CSS)).replace("__CARDS__", networks.CARD_JS)
+SHORTCUTS_JS = (SHORTCUTS_JS.replace("__CSS__", json.dumps(CSS)).replace("__CARDS__", networks.CARD_JS)
+                .replace("__TXT__", script_panel.TXT_JS))
 
 
 def footer_markdown(job_service) -> str:

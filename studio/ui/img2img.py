@@ -1,5 +1,5 @@
 """Image to image tab: the shared panel plus an input image (upload, paste or drop) and the denoising strength.
-Its handler is also the `/img2img` API endpoint."""
+The `/img2img` API endpoint runs what Generate runs; the Script panel's controls are its `script_name` / `script_args`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import gradio as gr
 from studio.contract import GenerationRequest, RequestError
 
 from .panel import Panel, build_panel, check_vae, generate_listener
-from .streaming import Services, Session, stream_job
+from .script_panel import api_script, build_script_panel
+from .script_runs import generate
+from .streaming import Services, Session
 from .txt2img import common_fields
 
 TAB = "img2img"
@@ -21,11 +23,12 @@ def build(services: Services, session: gr.State) -> Panel:
         denoising_strength = gr.Slider(0.01, 1.0, value=0.75, step=0.01, label="Denoising strength", elem_id=f"{TAB}-denoising")
         return dict(init_image=init_image, denoising_strength=denoising_strength)
 
-    panel = build_panel(services.job_service, TAB, session, size_label="0 = the input image's size; otherwise 64 or more", inputs_block=inputs)
+    panel = build_panel(services.job_service, TAB, session, size_label="0 = the input image's size; otherwise 64 or more", inputs_block=inputs,
+                        scripts_block=lambda: build_script_panel(services.job_service, TAB, img2img=True))
+    fields = panel.parameter_inputs() + [panel.extra["init_image"], panel.extra["denoising_strength"]]
 
-    async def img2img(prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count, model,
-                      styles, clip_skip, vae, scheduler, tiling, init_image, denoising_strength, state: Session, request: gr.Request):
-        """Image to image. Streams (live preview, progress, gallery, parameters, downloads)."""
+    def request_from(prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count, model,
+                     styles, clip_skip, vae, scheduler, tiling, init_image, denoising_strength) -> GenerationRequest:
         if init_image is None:
             raise gr.Error("Add an input image first (upload, paste or drop one).", print_exception=False)
         try:
@@ -38,9 +41,35 @@ def build(services: Services, session: gr.State) -> Panel:
             check_vae(services.job_service, req.vae)
         except RequestError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
-        async for update in stream_job(services, state, TAB, req, request):
+        return req
+
+    async def img2img(prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count, model,
+                      styles, clip_skip, vae, scheduler, tiling, init_image, denoising_strength, script_name, script_args,
+                      state: Session, request: gr.Request):
+        """Image to image, and A1111's scripts (script_name: "X/Y/Z plot", "Prompt matrix", "Prompts from file or
+        textbox", "SD upscale"; script_args: JSON, a list in A1111's order or an object by name). Streams (live preview,
+        progress, gallery, parameters, downloads)."""
+        req = request_from(prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count,
+                           model, styles, clip_skip, vae, scheduler, tiling, init_image, denoising_strength)
+        try:
+            script = api_script(script_name, script_args)
+        except RequestError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        async for update in generate(services, state, TAB, req, request, script, img2img=True):
             yield update
 
-    inputs_ = panel.parameter_inputs() + [panel.extra["init_image"], panel.extra["denoising_strength"], session]
-    generate_listener(panel, img2img, inputs_, api_name="img2img")
+    async def img2img_ui(values: dict, request: gr.Request):
+        """The Generate button: the tab's controls and its Script panel."""
+        req = request_from(*(values[control] for control in fields))
+        try:
+            script = panel.scripts.call(values)
+        except RequestError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        async for update in generate(services, values[session], TAB, req, request, script, img2img=True):
+            yield update
+
+    generate_listener(panel, img2img_ui, set(fields + panel.scripts.inputs() + [session]), api_name="img2img_ui",
+                      api_visibility="private")
+    generate_listener(panel, img2img, fields + panel.scripts.api_inputs() + [session], api_name="img2img",
+                      trigger=panel.scripts.api_trigger.click)
     return panel

@@ -67,6 +67,7 @@ class Panel:
     tiling: gr.Checkbox
     variation: Optional[Variation] = None  # Text to image only
     hires: Optional[Hires] = None  # Text to image only
+    scripts: Any = None  # the Script dropdown and its boxes (script_panel.ScriptPanel): Text to image, Image to image
 
     def parameter_inputs(self) -> list:
         """In the order of the handlers' A1111-named parameters (see txt2img.txt2img_request and common_fields)."""
@@ -127,9 +128,10 @@ def snap_size(value: Any) -> Any:
 
 
 def build_panel(job_service, tab: str, session: gr.State, size_label: str, inputs_block: Optional[Callable[[], dict]] = None,
-                txt2img_options: bool = False) -> Panel:
+                txt2img_options: bool = False, scripts_block: Optional[Callable[[], Any]] = None) -> Panel:
     """job_service: studio.service.JobService (the engine's facts, the models offered, limits; Cancel).
-    txt2img_options: the Hires. fix accordion and the variation seed (Seed's "Extra"), which only text to image has."""
+    txt2img_options: the Hires. fix accordion and the variation seed (Seed's "Extra"), which only text to image has.
+    scripts_block: builds the Script dropdown and its boxes at the bottom of the settings (A1111's place)."""
     settings = job_service.settings
     counter = counter_for(str(getattr(settings, "cache_dir", "") or ""))
     with gr.Row(equal_height=False):
@@ -137,9 +139,10 @@ def build_panel(job_service, tab: str, session: gr.State, size_label: str, input
             prompts = _prompt_controls(job_service, tab, counter)
             extra = inputs_block() if inputs_block else {}
             controls = _settings_controls(job_service, tab, size_label, txt2img_options)
+            scripts = scripts_block() if scripts_block else None
         with gr.Column(scale=4, min_width=320):
             outputs = _output_controls(tab)
-    panel = Panel(tab=tab, extra=extra, **prompts, **controls, **outputs)
+    panel = Panel(tab=tab, extra=extra, scripts=scripts, **prompts, **controls, **outputs)
     _wire_local(job_service, panel, session, counter)
     return panel
 

@@ -41,6 +41,7 @@ class Session:
     results: dict[str, list[SavedImage]] = field(default_factory=dict)  # tab → its last results
     selected: dict[str, int] = field(default_factory=dict)  # tab → selected result index
     extras_result: Any = None  # the Extras tab's last result, as handed to this user (a path in Gradio's cache)
+    scripts: dict[str, Any] = field(default_factory=dict)  # tab → its running script (script_runs.ScriptRun)
 
     def __deepcopy__(self, memo):  # gr.State copies the initial value per session: start empty
         return Session()
@@ -165,8 +166,7 @@ async def stream_job(generation: Services, session: Session, tab: str, request: 
     the engine's fair queue.
 
     Bad requests raise gr.Error with the engine's message; a failed job raises gr.Error with its message."""
-    running = session.jobs.get(tab)
-    if running is not None and not running.done:
+    if busy(session, tab):
         raise gr.Error("This tab is already generating: wait for it or press Cancel.", print_exception=False)
     try:
         job = generation.submit(request, gr_request)
@@ -223,8 +223,19 @@ async def stream_job(generation: Services, session: Session, tab: str, request: 
             del session.jobs[tab]
 
 
+def busy(session: Session, tab: str) -> bool:
+    """Whether this tab runs a job or a script now."""
+    running, script = session.jobs.get(tab), session.scripts.get(tab)
+    return (running is not None and not running.done) or (script is not None and not script.finished)
+
+
 def cancel_job(job_service, session: Optional[Session], tab: str) -> Any:
-    """Cancel this session's job on this tab (the Cancel button: queue=False, so it never waits)."""
+    """Cancel this session's job on this tab (the Cancel button: queue=False, so it never waits); a script's
+    remaining cells (its running cell stops within a step, and the cells so far are shown)."""
+    script = session.scripts.get(tab) if session is not None else None
+    if script is not None and not script.finished:
+        script.cancel()
+        return progress_html("Cancelling…", "cancelled")
     job = session.jobs.get(tab) if session is not None else None
     if job is None or job.done:
         return progress_html("Nothing to cancel")

@@ -1,4 +1,5 @@
-"""Text to image tab. Its handler is also the `/txt2img` API endpoint, with A1111's parameter names."""
+"""Text to image tab. The `/txt2img` API endpoint runs what Generate runs, with A1111's parameter names; the Script
+panel's controls (studio/ui/script_panel.py) are its `script_name` / `script_args` there."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from studio.samplers import DEFAULT_SAMPLER
 from .networks import AUTOMATIC_VAE
 from .options import DEFAULT_UPSCALER, hires_fields, schedule_choice, tiling_choice, variation_fields
 from .panel import Panel, build_panel, check_vae, generate_listener, size, whole
-from .streaming import Services, Session, stream_job
+from .script_panel import api_script, build_script_panel
+from .script_runs import generate
+from .streaming import Services, Session
 
 TAB = "txt2img"
 
@@ -80,27 +83,50 @@ def txt2img_request(prompt, negative_prompt="", sampler_name=DEFAULT_SAMPLER, st
 
 def build(services: Services, session: gr.State) -> Panel:
     panel = build_panel(services.job_service, TAB, session, size_label="0 = the model's default size; otherwise 64 or more",
-                        txt2img_options=True)
+                        txt2img_options=True, scripts_block=lambda: build_script_panel(services.job_service, TAB, img2img=False))
+    fields = panel.parameter_inputs() + panel.variation.inputs() + panel.hires.inputs()
+
+    def request_from(values) -> GenerationRequest:
+        try:
+            req = txt2img_request(*values)
+            check_vae(services.job_service, req.vae)
+        except RequestError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        return req
 
     async def txt2img(prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count, model,
                       styles, clip_skip, vae, scheduler, tiling, subseed, subseed_strength, seed_resize_from_w, seed_resize_from_h,
                       enable_hr, hr_scale, hr_upscaler, hr_second_pass_steps, hr_resize_x, hr_resize_y, hr_sampler_name,
-                      hr_scheduler, hr_prompt, hr_negative_prompt, denoising_strength, state: Session, request: gr.Request):
+                      hr_scheduler, hr_prompt, hr_negative_prompt, denoising_strength, script_name, script_args, state: Session,
+                      request: gr.Request):
         """Text to image, with A1111's variation seed, tiling and hires fix (enable_hr; denoising_strength is the hires
-        pass's). Streams (live preview, progress, gallery, parameters, downloads); the gallery ends with the saved PNG
-        files (served by the studio's file route)."""
+        pass's), and its scripts (script_name: "X/Y/Z plot", "Prompt matrix", "Prompts from file or textbox";
+        script_args: JSON, a list in A1111's order or an object by name). Streams (live preview, progress, gallery,
+        parameters, downloads); the gallery ends with the saved PNG files (served by the studio's file route) — a
+        script's grid(s) first, then its pictures."""
+        req = request_from((prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count,
+                            model, styles, clip_skip, vae, scheduler, tiling, subseed, subseed_strength, seed_resize_from_w,
+                            seed_resize_from_h, enable_hr, hr_scale, hr_upscaler, hr_second_pass_steps, hr_resize_x, hr_resize_y,
+                            hr_sampler_name, hr_scheduler, hr_prompt, hr_negative_prompt, denoising_strength))
         try:
-            req = txt2img_request(prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size,
-                                  batch_count, model, styles, clip_skip, vae, scheduler, tiling, subseed, subseed_strength,
-                                  seed_resize_from_w, seed_resize_from_h, enable_hr, hr_scale, hr_upscaler, hr_second_pass_steps,
-                                  hr_resize_x, hr_resize_y, hr_sampler_name, hr_scheduler, hr_prompt, hr_negative_prompt,
-                                  denoising_strength)
-            check_vae(services.job_service, req.vae)
+            script = api_script(script_name, script_args)
         except RequestError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
-        async for update in stream_job(services, state, TAB, req, request):
+        async for update in generate(services, state, TAB, req, request, script):
             yield update
 
-    inputs = panel.parameter_inputs() + panel.variation.inputs() + panel.hires.inputs() + [session]
-    generate_listener(panel, txt2img, inputs, api_name="txt2img")
+    async def txt2img_ui(values: dict, request: gr.Request):
+        """The Generate button: the tab's controls and its Script panel."""
+        req = request_from([values[control] for control in fields])
+        try:
+            script = panel.scripts.call(values)
+        except RequestError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        async for update in generate(services, values[session], TAB, req, request, script):
+            yield update
+
+    generate_listener(panel, txt2img_ui, set(fields + panel.scripts.inputs() + [session]), api_name="txt2img_ui",
+                      api_visibility="private")
+    generate_listener(panel, txt2img, fields + panel.scripts.api_inputs() + [session], api_name="txt2img",
+                      trigger=panel.scripts.api_trigger.click)
     return panel

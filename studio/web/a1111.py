@@ -73,6 +73,8 @@ class Txt2ImgBody(BaseModel):
     save_images: bool = False
     script_name: Optional[str] = None  # A1111's scripts (studio/scripts): "x/y/z plot", ...
     script_args: list = []
+    alwayson_scripts: Optional[dict[str, Any]] = None  # extensions' settings (ControlNet, ADetailer, ...)
+    hr_checkpoint_name: Optional[str] = None
 
 
 class Img2ImgBody(Txt2ImgBody):
@@ -181,7 +183,31 @@ def _hires(body: Txt2ImgBody) -> dict:
     )
 
 
+def _subseeds(gen: GenerationRequest, infotexts: list[str]) -> list[int]:
+    """A1111's all_subseeds: each image's variation seed as its infotext says (a random subseed is drawn by the
+    engine), else the asked subseed + i as A1111 counts them (-1 when none was asked)."""
+    subseeds = []
+    for index, text in enumerate(infotexts):
+        value = parse_infotext(text).get("Variation seed") if text else None
+        try:
+            subseeds.append(int(value))
+        except (TypeError, ValueError):
+            subseeds.append(gen.subseed + index if gen.subseed >= 0 else -1)
+    return subseeds
+
+
+# A1111's own always-on scripts whose settings are the request's fields already (the client's echo of them).
+_ALWAYSON_ECHOES = ("seed", "sampler")
+
+
 def _refuse_unsupported(body: Txt2ImgBody) -> None:
+    unknown = [name for name in (body.alwayson_scripts or {}) if str(name).strip().lower() not in _ALWAYSON_ECHOES]
+    if unknown:  # as A1111 answers without the extension, rather than a picture made without it
+        raise RequestError(f"Always-on script {unknown[0]!r} is not available on this server (no extensions are "
+                           "installed); send the request without it.")
+    if body.hr_checkpoint_name not in (None, "", "Use same checkpoint"):
+        raise RequestError("hr_checkpoint_name is not supported by this server: hires fix runs its second pass on the "
+                           "first pass's model.")
     if body.restore_faces:
         raise RequestError("restore_faces is not available on this server: it needs a face restorer (GFPGAN or "
                            "CodeFormer weights in models/GFPGAN or models/Codeformer, and their libraries), which is "
@@ -304,6 +330,7 @@ class Api:
         seeds = [i.seed for i in images] or (job.started.seeds if job.started else [gen.seed])
         infotexts = [i.infotext for i in images]
         first = parse_infotext(infotexts[0]) if infotexts else {}
+        subseeds = _subseeds(gen, infotexts) or [gen.subseed] * len(seeds)
         return {
             "prompt": gen.prompt,
             "all_prompts": [gen.prompt] * len(seeds),
@@ -311,9 +338,9 @@ class Api:
             "all_negative_prompts": [gen.negative_prompt] * len(seeds),
             "seed": seeds[0] if seeds else gen.seed,
             "all_seeds": seeds,
-            "subseed": -1,
-            "all_subseeds": [-1] * len(seeds),
-            "subseed_strength": 0,
+            "subseed": subseeds[0] if subseeds else gen.subseed,
+            "all_subseeds": subseeds,
+            "subseed_strength": gen.subseed_strength,
             "width": int(first.get("Size-1", gen.width or 0)),
             "height": int(first.get("Size-2", gen.height or 0)),
             "sampler_name": first.get("Sampler", gen.sampler_name),
