@@ -70,3 +70,16 @@ def read_infotext(image: Image.Image) -> str | None:
     if text is None and hasattr(image, "text"):
         text = image.text.get("parameters")  # type: ignore[attr-defined]
     return text if isinstance(text, str) else None
+
+
+def variation_seeds(infotexts: list[str], subseed: int) -> list[int]:
+    """A1111's all_subseeds: each image's variation seed as its infotext says (the engine draws a random one), else
+    the asked subseed + i as A1111 counts them (-1 when none was asked)."""
+    seeds = []
+    for index, text in enumerate(infotexts):
+        value = parse_infotext(text).get("Variation seed") if text else None
+        try:
+            seeds.append(int(value))
+        except (TypeError, ValueError):
+            seeds.append(subseed + index if subseed >= 0 else -1)
+    return seeds

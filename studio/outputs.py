@@ -39,6 +39,14 @@ class OutputStore:
         numbers = [int(m.group(1)) for p in folder.glob("*.png") if (m := _NUMBERED.match(p.name))]
         return max(numbers, default=-1) + 1
 
+    def discard(self, path, owner: str | None = None) -> bool:
+        """Delete one of `owner`'s saved pictures (only a file inside their own folder). Returns whether it was."""
+        target = Path(path).resolve()
+        if not target.is_relative_to(self.owner_root(owner).resolve()) or target.suffix.lower() != ".png" or not target.is_file():
+            return False
+        target.unlink()
+        return True
+
     def save_png(self, image: Image.Image, infotext: str, seed: int, owner: str | None = None) -> Path:
         """Write `NNNNN-seed.png` with a `parameters` text chunk. A crash never leaves a partial PNG:
         the bytes go to a hidden temporary file, are flushed to disk, then renamed into place."""

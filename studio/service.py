@@ -235,6 +235,10 @@ class JobService:
 
         return run_plan(self, plan, user, client_host, stop, on_job)
 
+    def discard_results(self, user: str, paths: list[str]) -> int:
+        """Delete pictures of `user`'s that a script only used as parts (SD upscale's tiles); others are left alone."""
+        return sum(self.engine.outputs.discard(path, owner=user) for path in paths)
+
     def upscale_image(self, image, scale: float, upscaler: str):
         """`image` upscaled by `scale` with the named picture upscaler (SD upscale), on the engine's device."""
         return self.engine.upscalers.upscale(image, scale=scale, name=upscaler, device=self.engine.device,

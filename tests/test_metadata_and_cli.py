@@ -88,3 +88,15 @@ def test_cli_flags_for_hires_variation_tiling_and_schedule_reach_the_request():
     request = cli._request(args, None, None)
     assert (request.enable_hr, request.hr_scale, request.hr_upscaler, request.hr_second_pass_steps, request.hr_denoising_strength) == (True, 1.5, "Lanczos", 7, 0.4)
     assert (request.subseed, request.subseed_strength, request.tiling, request.scheduler) == (9, 0.3, True, "Exponential")
+
+
+def test_discard_deletes_only_the_owners_own_pictures(tmp_path):
+    store = OutputStore(tmp_path / "outputs")
+    alice = store.save_png(Image.new("RGB", (8, 8)), "a", 1, owner="alice")
+    bob = store.save_png(Image.new("RGB", (8, 8)), "b", 2, owner="bob")
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(b"x")
+    assert not store.discard(bob, owner="alice") and bob.exists()  # another user's picture
+    assert not store.discard(outside, owner="alice") and outside.exists()
+    assert not store.discard(alice.parent / ".." / ".." / ".." / "secret.png", owner="alice") and outside.exists()
+    assert store.discard(alice, owner="alice") and not alice.exists()

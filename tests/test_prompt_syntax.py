@@ -231,12 +231,16 @@ def test_text_that_only_looks_like_a_tag_stays():
     ids=lambda prompt: repr(prompt[:12]),
 )
 def test_hostile_prompts_return_quickly(prompt):
-    """Deep nesting and long runs must neither recurse nor backtrack: well under a second each."""
-    start = time.perf_counter()
-    parse_emphasis(prompt)
-    prompt_schedule(prompt, 20)
-    extract_network_tags(prompt)
-    assert time.perf_counter() - start < 1.0
+    """Deep nesting and long runs must neither recurse nor backtrack: well under a second each (about 0.08 s for the
+    slowest here; best of three, so a busy machine does not make it fail — a blow-up would take far longer)."""
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        parse_emphasis(prompt)
+        prompt_schedule(prompt, 20)
+        extract_network_tags(prompt)
+        best = min(best, time.perf_counter() - start)
+    assert best < 1.0
 
 
 # --- styles ------------------------------------------------------------------------------------------------------

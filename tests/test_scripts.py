@@ -234,10 +234,12 @@ def test_prompts_from_file(client):
 
 
 def test_sd_upscale(client):
+    before = client.get("/studio/api/history").json()["total"]
     body = dict(SMALL, prompt="detailed", seed=3, denoising_strength=0.5, init_images=[png_b64((64, 64))],
                 script_name="SD upscale", script_args=[None, 32, 1, 2.0])  # upscaler 1: Lanczos
     data, info = _post(client, body, "/sdapi/v1/img2img")
     assert len(data["images"]) == 1
+    assert client.get("/studio/api/history").json()["total"] == before + 1  # the upscaled picture, not its 9 tiles
     result = _image(data["images"][0])
     assert result.size == (128, 128)
     assert "SD upscale upscaler: Lanczos" in info["infotexts"][0] and "SD upscale overlap: 32" in info["infotexts"][0]

@@ -46,6 +46,7 @@ class Plan:
     assemble: Callable[[list[list[SavedImage]]], list[Output]]
     before_run: Optional[Callable[[Any, list[GenerationRequest]], list[GenerationRequest]]] = None
     notes: list[str] = field(default_factory=list)
+    cells_are_intermediate: bool = False  # the jobs' own pictures are parts (SD upscale's tiles): not kept once assembled
 
     @property
     def image_count(self) -> int:

@@ -108,4 +108,6 @@ def run_plan(service, plan: Plan, user: str, client_host: Optional[str] = None,
         if output.path is None and output.image is not None:
             output.path = str(service.outputs.save_png(output.image, output.infotext, output.seed, owner=user))
             output.image = None
+    if plan.cells_are_intermediate:  # the tiles are in the assembled picture: the user's history keeps that only
+        service.discard_results(user, [image.path for cell in run.results for image in cell])
     return result

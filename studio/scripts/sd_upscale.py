@@ -67,7 +67,7 @@ def plan(context: PlanContext, request: GenerationRequest, script_args) -> Plan:
     requests = [context.check(replace(base, seed=base.seed + n + i), f"{TITLE}: ")
                 for n in range(passes) for i in range(layout.count)]
     job = Upscale(request.init_image, scale, upscaler, layout, requests)
-    return Plan(TITLE, requests, job.assemble, before_run=job.tiles, notes=notes)
+    return Plan(TITLE, requests, job.assemble, before_run=job.tiles, notes=notes, cells_are_intermediate=True)
 
 
 def _flatten(image: Image.Image) -> Image.Image:

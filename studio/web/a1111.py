@@ -21,7 +21,7 @@ from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict
 
 from ..jobs import Job
-from ..metadata import parse_infotext, read_infotext
+from ..metadata import parse_infotext, read_infotext, variation_seeds
 from ..contract import Cancelled, Failed, Finished, GenerationRequest, QueueFullError, RequestError
 from ..samplers import DEFAULT_SAMPLER, SCHEDULE_TYPES, sampler_aliases, sampler_names
 from .a1111_extras import register_extras_routes
@@ -183,19 +183,6 @@ def _hires(body: Txt2ImgBody) -> dict:
     )
 
 
-def _subseeds(gen: GenerationRequest, infotexts: list[str]) -> list[int]:
-    """A1111's all_subseeds: each image's variation seed as its infotext says (a random subseed is drawn by the
-    engine), else the asked subseed + i as A1111 counts them (-1 when none was asked)."""
-    subseeds = []
-    for index, text in enumerate(infotexts):
-        value = parse_infotext(text).get("Variation seed") if text else None
-        try:
-            subseeds.append(int(value))
-        except (TypeError, ValueError):
-            subseeds.append(gen.subseed + index if gen.subseed >= 0 else -1)
-    return subseeds
-
-
 # A1111's own always-on scripts whose settings are the request's fields already (the client's echo of them).
 _ALWAYSON_ECHOES = ("seed", "sampler")
 
@@ -330,7 +317,7 @@ class Api:
         seeds = [i.seed for i in images] or (job.started.seeds if job.started else [gen.seed])
         infotexts = [i.infotext for i in images]
         first = parse_infotext(infotexts[0]) if infotexts else {}
-        subseeds = _subseeds(gen, infotexts) or [gen.subseed] * len(seeds)
+        subseeds = variation_seeds(infotexts, gen.subseed) or [gen.subseed] * len(seeds)
         return {
             "prompt": gen.prompt,
             "all_prompts": [gen.prompt] * len(seeds),

@@ -19,7 +19,7 @@ from fastapi import HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from ..contract import QueueFullError, RequestError
-from ..metadata import parse_infotext
+from ..metadata import parse_infotext, variation_seeds
 from ..scripts import ScriptResult, ScriptStopped
 
 POLL_SECONDS = 0.05  # how often a waiting script call looks for its end or its client's leaving
@@ -91,6 +91,7 @@ def script_info_fields(result: ScriptResult) -> dict:
     params = parse_infotext(outputs[0].infotext) if outputs and outputs[0].infotext else {}
     started = job.started if job is not None else None
     seeds = [o.seed for o in outputs]
+    subseeds = variation_seeds([o.infotext or "" for o in outputs], first.subseed)
     return {
         "prompt": first.prompt,
         "all_prompts": [o.prompt for o in outputs],
@@ -98,8 +99,8 @@ def script_info_fields(result: ScriptResult) -> dict:
         "all_negative_prompts": [o.negative_prompt for o in outputs],
         "seed": seeds[0] if seeds else first.seed,
         "all_seeds": seeds,
-        "subseed": first.subseed,
-        "all_subseeds": [first.subseed] * len(outputs),
+        "subseed": subseeds[0] if subseeds else first.subseed,
+        "all_subseeds": subseeds,
         "subseed_strength": first.subseed_strength,
         "width": _int(params.get("Size-1"), first.width),
         "height": _int(params.get("Size-2"), first.height),
