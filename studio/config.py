@@ -48,6 +48,7 @@ class Settings:
     vae_dir: Optional[Path] = Path("models/VAE")
     styles_file: Optional[Path] = Path("styles.csv")
     upscaler_dir: Optional[Path] = Path("models/ESRGAN")  # ESRGAN-family upscaler models (hires fix, Extras)
+    caption_model: Optional[str] = None  # BLIP captioning model for interrogate (None: the hub's, from the local cache)
 
     def preview_interval(self) -> int:
         if self.preview_every:
@@ -89,6 +90,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--embeddings-dir", type=Path, default=Settings.embeddings_dir, metavar="DIR", help="textual-inversion embeddings, used by file name in prompts (default: embeddings)")
     g.add_argument("--vae-dir", type=Path, default=Settings.vae_dir, metavar="DIR", help="VAE files to choose from (default: models/VAE)")
     g.add_argument("--upscaler-dir", type=Path, default=Settings.upscaler_dir, metavar="DIR", help="ESRGAN-family upscaler models for hires fix (default: models/ESRGAN)")
+    g.add_argument("--caption-model", default=None, metavar="DIR_OR_HUB_ID",
+                   help="BLIP captioning model for interrogate, from local files only (default: Salesforce/blip-image-captioning-base if in the local Hugging Face cache)")
     g.add_argument("--styles-file", type=Path, default=Settings.styles_file, metavar="CSV", help="A1111's styles.csv: name, prompt, negative_prompt (default: styles.csv)")
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -120,5 +123,6 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         vae_dir=args.vae_dir,
         styles_file=args.styles_file,
         upscaler_dir=args.upscaler_dir,
+        caption_model=getattr(args, "caption_model", None),
         **({"cache_dir": args.cache_dir} if args.cache_dir else {}),
     )

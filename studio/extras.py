@@ -14,7 +14,8 @@ It follows A1111's scripts/postprocessing_upscale.py:
 
 Everything is checked before any work (plan_extras): the result's sides (≤ --max-size) and pixels (≤
 --max-image-pixels), the upscalers' names (a latent mode is hires fix only), the visibilities. Face restoration
-(GFPGAN, CodeFormer) and interrogate (CLIP interrogator, DeepDanbooru) are not installed and say so. ExtrasGate
+(GFPGAN, CodeFormer) and DeepDanbooru are not installed and say so; interrogate's "clip" captions with BLIP when a
+model is at hand (studio/interrogate.py). ExtrasGate
 lets one Extras job run at a time in the process: upscales never stack on the device."""
 
 from __future__ import annotations
@@ -260,13 +261,24 @@ def png_text(original: Image.Image, info: str) -> dict[str, str]:
     return text
 
 
-def interrogate(image: Optional[Image.Image], model: str = "clip") -> str:
-    """A1111's interrogate (a caption for the picture). No captioning model is installed: always NotInstalledError
-    (ExtrasError for a model A1111 does not have)."""
+def interrogate(image: Optional[Image.Image], model: str = "clip", settings: Optional[Settings] = None,
+                device=None, dtype=None) -> str:
+    """A1111's interrogate: a caption for the picture. "clip" captions with the BLIP model of --caption-model (or the
+    hub's from the local cache: studio/interrogate.py) on `device` in `dtype`; NotInstalledError when none can be had,
+    and always for "deepdanbooru" (ExtrasError for a model A1111 does not have, or no picture)."""
     if model not in INTERROGATE_MODELS:
         shown = model[:MAX_NAME_CHARS] if isinstance(model, str) else repr(model)
         raise ExtrasError(f"Unknown interrogate model '{shown}': A1111's are clip and deepdanbooru.")
-    wanted = "the CLIP interrogator (BLIP captions and CLIP)" if model == "clip" else "DeepDanbooru"
+    if model == "clip":
+        if image is None:
+            raise ExtrasError("image must be a base64-encoded image.")
+        from .interrogate import captioner_for
+
+        source = settings.caption_model if settings is not None else None
+        caption = captioner_for(source, device or "cpu", dtype).caption(image)
+        if caption is not None:
+            return caption
+    wanted = "a BLIP captioning model" if model == "clip" else "DeepDanbooru"
     raise NotInstalledError(f"Interrogate is not available: no captioning model is installed on this server ({wanted} "
                             "is not here).")
 

@@ -211,10 +211,16 @@ class JobService:
             return [run_plan(engine.upscalers, plan, engine.device, engine.dtype) for plan in plans]
 
     def interrogate(self, user: str, image=None, model: str = "clip") -> str:
-        """A1111's interrogate: a caption for the picture. No captioning model is installed: raises RequestError."""
-        from .extras import interrogate
+        """A1111's interrogate: a caption for the picture (a PIL image) from the BLIP captioning model (studio/
+        interrogate.py) on the engine's device, under the one Extras slot. Raises RequestError when no captioning model
+        can be had (always for "deepdanbooru"); ExtrasBusyError when the slot stays taken."""
+        from .extras import GATE, interrogate
 
-        return interrogate(image, model)
+        engine = self.engine
+        if model != "clip" or image is None:  # refused at once, without waiting for the slot
+            return interrogate(image, model)
+        with GATE.hold():
+            return interrogate(image, model, engine.settings, engine.device, engine.dtype)
 
     # ---- scripts (A1111's script_name / script_args: studio/scripts)
 

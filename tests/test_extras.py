@@ -160,7 +160,11 @@ def test_bad_requests_are_clear_422s(client, route, body, words):
     assert response.status_code == 422 and words in response.json()["detail"], response.text
 
 
-def test_interrogate_says_no_captioning_model_is_installed(client):
+def test_interrogate_says_no_captioning_model_is_installed(client, tmp_path, monkeypatch):
+    from studio import interrogate
+
+    # no --caption-model here; the hub's default model is made one that cannot be in this machine's cache
+    monkeypatch.setattr(interrogate, "DEFAULT_CAPTION_MODEL", str(tmp_path / "no-captioning-model"))
     for model in ("clip", "deepdanbooru"):
         response = client.post(INTERROGATE, json={"image": _b64(_picture()), "model": model})
         assert response.status_code == 422 and "no captioning model is installed" in response.json()["detail"]

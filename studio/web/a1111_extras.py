@@ -1,5 +1,6 @@
 """A1111's Extras and interrogate routes under /sdapi/v1: extra-single-image, extra-batch-images (studio/extras.py
-through JobService.extras / extras_batch) and interrogate (no captioning model is installed: a clear 422).
+through JobService.extras / extras_batch) and interrogate (JobService.interrogate: a BLIP caption, or a clear 422 when no captioning model is
+at hand).
 
 Each route acts for request.state.user (logins apply as everywhere). Bodies, answers and defaults are A1111's; the
 answers' PNGs carry the info text (studio.extras.png_text). A refused request is a 422 {"detail": ...} before any
@@ -145,11 +146,15 @@ def register_extras_routes(router: APIRouter, state) -> None:
 
     @router.post("/sdapi/v1/interrogate")
     def interrogate(body: InterrogateBody, request: Request):
-        """A1111's caption of a picture: refused with the reason (no captioning model), the picture left undecoded."""
+        """A1111's caption of a picture ({"caption": text}); refused with the reason when no captioning model is at
+        hand (always for deepdanbooru, whose picture is left undecoded)."""
         user = request.state.user
         try:
             if not body.image.strip():
                 raise ExtrasError("image must be a base64-encoded image.")
-            return {"caption": service.interrogate(user, None, body.model)}
+            picture = None
+            if body.model == "clip":
+                picture = decode_base64_image(body.image, "image", service.settings)
+            return {"caption": service.interrogate(user, picture, body.model)}
         except RequestError as exc:
             raise refused(exc) from None
