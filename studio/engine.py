@@ -19,6 +19,8 @@ from .checkpoints import ModelCache, ModelError, default_model_name, list_checkp
 from .config import DEFAULT_MODEL, PREVIEW_MODES, Settings
 from .contract import Cancelled, Failed, GenerationRequest, RequestError
 from .conditioning import PromptLibrary, encoder_dims
+from .extras import ExtrasGate
+from .interrogate import Captioner
 from .upscalers import UpscalerLibrary
 from .dispatch import BatchPolicy, Dispatcher
 from .jobs import Job, JobRegistry
@@ -84,6 +86,8 @@ class Engine:
         self.prompt_library = PromptLibrary.from_settings(settings, hashes=self.models.hashes)  # styles, LoRAs, embeddings, VAEs
         folders = [settings.upscaler_dir, settings.upscaler_dir.parent / "RealESRGAN"] if settings.upscaler_dir else None
         self.upscalers = UpscalerLibrary(folders, allow_pickle=settings.allow_pickle)  # hires fix, Extras (A1111's two folders)
+        self.extras_gate = ExtrasGate()  # one Extras job (upscale, caption) at a time on this engine's device
+        self.captioner = Captioner(settings.caption_model, self.device, self.dtype)  # interrogate; loads on first use
         self.dispatcher = Dispatcher(settings.max_queue_per_user, self._batch_policy)
         self.jobs = JobRegistry(max_frames_bytes=settings.max_frames_mb * 1024 * 1024)  # each owner's recent jobs, found by id
         self.threads = EngineThreads(

@@ -262,7 +262,7 @@ def png_text(original: Image.Image, info: str) -> dict[str, str]:
 
 
 def interrogate(image: Optional[Image.Image], model: str = "clip", settings: Optional[Settings] = None,
-                device=None, dtype=None) -> str:
+                device=None, dtype=None, captioner=None) -> str:
     """A1111's interrogate: a caption for the picture. "clip" captions with the BLIP model of --caption-model (or the
     hub's from the local cache: studio/interrogate.py) on `device` in `dtype`; NotInstalledError when none can be had,
     and always for "deepdanbooru" (ExtrasError for a model A1111 does not have, or no picture)."""
@@ -272,10 +272,11 @@ def interrogate(image: Optional[Image.Image], model: str = "clip", settings: Opt
     if model == "clip":
         if image is None:
             raise ExtrasError("image must be a base64-encoded image.")
-        from .interrogate import captioner_for
+        if captioner is None:  # a one-off (the server passes the engine's, which stays loaded)
+            from .interrogate import Captioner
 
-        source = settings.caption_model if settings is not None else None
-        caption = captioner_for(source, device or "cpu", dtype).caption(image)
+            captioner = Captioner(settings.caption_model if settings is not None else None, device or "cpu", dtype)
+        caption = captioner.caption(image)
         if caption is not None:
             return caption
     wanted = "a BLIP captioning model" if model == "clip" else "DeepDanbooru"
@@ -321,4 +322,3 @@ class ExtrasGate:
             self._slot.release()
 
 
-GATE = ExtrasGate()  # the process's one Extras slot (JobService.extras and extras_batch hold it)

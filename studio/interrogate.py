@@ -4,7 +4,7 @@ DEFAULT_CAPTION_MODEL from the local Hugging Face cache. Nothing is ever downloa
 
 A Captioner loads on first use and stays loaded; a failed load is logged once with its reason and leaves the
 captioner unavailable (the caller tells the user so, without paths). A lock lets one caption run at a time per
-captioner. captioner_for() keeps one Captioner per (source, device, dtype) for the process. Plain: no web, no UI."""
+captioner. The engine owns the server's Captioner (Engine.captioner). Plain: no web, no UI."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ class Captioner:
     """One BLIP captioning model from `source` (a folder or a hub id in the local cache), on `device` in `dtype`
     (torch's; fp32 on the CPU whatever is asked, as half precision there is slow or unsupported)."""
 
-    def __init__(self, source: str, device: Any = "cpu", dtype: Any = None):
-        self.source = str(source)
+    def __init__(self, source: Optional[str], device: Any = "cpu", dtype: Any = None):
+        self.source = str(source or DEFAULT_CAPTION_MODEL)
         self.device = device
         self.dtype = dtype
         self._lock = threading.Lock()
@@ -74,17 +74,3 @@ class Captioner:
         with torch.inference_mode():
             tokens = model.generate(pixel_values=pixels, max_new_tokens=MAX_NEW_TOKENS)
         return processor.decode(tokens[0], skip_special_tokens=True).strip()
-
-
-_CAPTIONERS: dict[tuple, Captioner] = {}
-_CAPTIONERS_LOCK = threading.Lock()
-
-
-def captioner_for(source: Optional[str], device: Any = "cpu", dtype: Any = None) -> Captioner:
-    """The process's Captioner for `source` (None: DEFAULT_CAPTION_MODEL) on `device` in `dtype`, made once."""
-    key = (str(source or DEFAULT_CAPTION_MODEL), str(device), str(dtype))
-    with _CAPTIONERS_LOCK:
-        captioner = _CAPTIONERS.get(key)
-        if captioner is None:
-            captioner = _CAPTIONERS[key] = Captioner(key[0], device, dtype)
-        return captioner

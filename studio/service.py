@@ -196,31 +196,31 @@ class JobService:
 
     def extras(self, user: str, request) -> tuple:
         """A1111's Extras on one picture (a studio.extras.ExtrasRequest, its image a PIL image): (the picture, the info
-        text). Checked before any work; then it waits for the one Extras slot (studio.extras.GATE) and runs here with
+        text). Checked before any work; then it waits for the one Extras slot (Engine.extras_gate) and runs here with
         the engine's upscalers, device and dtype. Raises RequestError; ExtrasBusyError when the slot stays taken."""
         return self.extras_batch(user, [request])[0]
 
     def extras_batch(self, user: str, requests) -> list:
         """extras() for each request (at most studio.extras.MAX_BATCH_IMAGES), all checked before any work and run
         under one hold of the slot: a list of (picture, info text)."""
-        from .extras import GATE, check_batch, run_plan
+        from .extras import check_batch, run_plan
 
         engine = self.engine
         plans = check_batch(engine.upscalers, list(requests), engine.settings)
-        with GATE.hold():
+        with self.engine.extras_gate.hold():
             return [run_plan(engine.upscalers, plan, engine.device, engine.dtype) for plan in plans]
 
     def interrogate(self, user: str, image=None, model: str = "clip") -> str:
         """A1111's interrogate: a caption for the picture (a PIL image) from the BLIP captioning model (studio/
         interrogate.py) on the engine's device, under the one Extras slot. Raises RequestError when no captioning model
         can be had (always for "deepdanbooru"); ExtrasBusyError when the slot stays taken."""
-        from .extras import GATE, interrogate
+        from .extras import interrogate
 
         engine = self.engine
         if model != "clip" or image is None:  # refused at once, without waiting for the slot
             return interrogate(image, model)
-        with GATE.hold():
-            return interrogate(image, model, engine.settings, engine.device, engine.dtype)
+        with engine.extras_gate.hold():
+            return interrogate(image, model, engine.settings, engine.device, engine.dtype, engine.captioner)
 
     # ---- scripts (A1111's script_name / script_args: studio/scripts)
 

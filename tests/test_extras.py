@@ -160,11 +160,11 @@ def test_bad_requests_are_clear_422s(client, route, body, words):
     assert response.status_code == 422 and words in response.json()["detail"], response.text
 
 
-def test_interrogate_says_no_captioning_model_is_installed(client, tmp_path, monkeypatch):
+def test_interrogate_says_no_captioning_model_is_installed(client, engine, tmp_path, monkeypatch):
     from studio import interrogate
 
-    # no --caption-model here; the hub's default model is made one that cannot be in this machine's cache
-    monkeypatch.setattr(interrogate, "DEFAULT_CAPTION_MODEL", str(tmp_path / "no-captioning-model"))
+    # no --caption-model here; the engine's captioner is made one whose model cannot be in this machine's cache
+    monkeypatch.setattr(engine, "captioner", interrogate.Captioner(str(tmp_path / "no-captioning-model")))
     for model in ("clip", "deepdanbooru"):
         response = client.post(INTERROGATE, json={"image": _b64(_picture()), "model": model})
         assert response.status_code == 422 and "no captioning model is installed" in response.json()["detail"]
@@ -202,9 +202,9 @@ def test_a_batch_over_the_cap_is_refused(client):
     assert response.status_code == 422 and f"at most {extras.MAX_BATCH_IMAGES}" in response.json()["detail"]
 
 
-def test_a_busy_slot_is_a_429_with_retry_after(client, monkeypatch):
-    monkeypatch.setattr(extras.GATE, "wait_seconds", 0.1)
-    with extras.GATE.hold():
+def test_a_busy_slot_is_a_429_with_retry_after(client, engine, monkeypatch):
+    monkeypatch.setattr(engine.extras_gate, "wait_seconds", 0.1)
+    with engine.extras_gate.hold():
         response = _single(client, _picture(), upscaler_1="Lanczos")
     assert response.status_code == 429 and response.headers["Retry-After"] and "Extras" in response.json()["detail"]
     assert _single(client, _picture(), upscaler_1="Lanczos").status_code == 200

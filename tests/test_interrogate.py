@@ -108,9 +108,9 @@ def test_a_folder_without_a_model_is_a_422_that_names_no_path(tmp_path, caplog):
     assert str(empty) not in str(refused.value) and "no captioning model is installed" in str(refused.value)
 
 
-def test_the_captioner_is_kept_per_source(blip_folder):
-    first = interrogate.captioner_for(str(blip_folder))
-    assert interrogate.captioner_for(str(blip_folder)) is first
-    assert interrogate.captioner_for(None).source == interrogate.DEFAULT_CAPTION_MODEL
+def test_the_engine_keeps_one_captioner_for_its_source(engine, blip_folder):
+    first = engine.captioner  # the server's, built with the engine, loaded on first use and kept
+    assert engine.captioner is first and first.source == str(blip_folder)
+    assert interrogate.Captioner(None).source == interrogate.DEFAULT_CAPTION_MODEL
     caption = first.caption(Image.new("RGB", (40, 40), (200, 40, 40)))
     assert isinstance(caption, str) and first.available()

@@ -196,11 +196,11 @@ def test_png_info_reads_a_generated_picture(api):
     assert api.png_info(_picture()).info == ""  # a picture without parameters
 
 
-def test_interrogate_is_our_clear_422(api, tmp_path, monkeypatch):
+def test_interrogate_is_our_clear_422(api, engine, tmp_path, monkeypatch):
     from studio import interrogate
 
-    # no --caption-model here; the hub's default model is made one that cannot be in this machine's cache
-    monkeypatch.setattr(interrogate, "DEFAULT_CAPTION_MODEL", str(tmp_path / "no-captioning-model"))
+    # no --caption-model here; the engine's captioner is made one whose model cannot be in this machine's cache
+    monkeypatch.setattr(engine, "captioner", interrogate.Captioner(str(tmp_path / "no-captioning-model")))
     for model in ("clip", "deepdanbooru"):
         with pytest.raises(RuntimeError) as refused:
             api.interrogate(_picture(), model=model)

@@ -27,7 +27,7 @@ TAB = "extras"
 NONE = "None"  # A1111's "no upscaler": as Upscaler 1, the picture is left as it is
 MAX_RESIZE = 8.0  # A1111's "Resize" slider
 LATENT_PREFIX = "Latent"  # hires fix's latent modes: not picture upscalers
-EXTRAS_QUEUE = "extras"  # one Extras job at a time per process anyway (studio.extras.GATE): the rest wait in Gradio's queue
+EXTRAS_QUEUE = "extras"  # one Extras job at a time per process anyway (Engine.extras_gate): the rest wait in Gradio's queue
 
 
 def upscaler_names(job_service) -> list[str]:
