@@ -6,19 +6,28 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 
-from studio.config import add_engine_arguments, settings_from_args
+from studio.config import StudioParser, add_engine_arguments, argument_groups, settings_from_args
 from studio.web.app import add_server_arguments
 
 
+def parser() -> StudioParser:
+    """app.py's flags, under the engine's headings (studio/config.py); studio/web/app.py's join "server"."""
+    p = StudioParser(description="Stable Diffusion studio in the browser. From the command line: python -m studio generate")
+    argument_groups(p)  # the headings, in --help's order
+    add_server_arguments(p)  # first in "server": --listen, --port, ...
+    add_engine_arguments(p)
+    # studio/web/app.py's flags that lack a help line or a metavar get one here (theirs, once given, wins)
+    p.fill_in("--port", help="the port to serve on", metavar="N")
+    p.fill_in("--tls-keyfile", metavar="FILE")
+    p.fill_in("--tls-certfile", metavar="FILE")
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Stable Diffusion studio")
-    add_engine_arguments(parser)
-    add_server_arguments(parser)
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = settings_from_args(args)
 

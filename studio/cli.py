@@ -7,48 +7,67 @@ import logging
 import sys
 from pathlib import Path
 
-from .config import add_engine_arguments, settings_from_args
+from .config import FOLDERS, StudioParser, add_engine_arguments, settings_from_args
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m studio", description="SD Studio from the command line. The web UI: python app.py")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="generate")
+    parser = StudioParser(prog="python -m studio", description="SD Studio from the command line. The web UI: python app.py")
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND",
+                                help="what to do; python -m studio COMMAND --help lists its flags")
     gen = sub.add_parser(
         "generate",
         help="render images (text to image, image to image, inpainting)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Render images without a browser; prints the paths of the PNGs written, one per line.",
     )
-    add_engine_arguments(gen)
-    gen.add_argument("--prompt", required=True, help="what to draw")
-    gen.add_argument("--negative-prompt", default="", help="what to avoid")
-    gen.add_argument("--seed", type=int, default=-1, help="-1: random (the seed used is reported); image i of a batch uses seed+i")
-    gen.add_argument("--steps", type=int, default=20, help="sampling steps")
-    gen.add_argument("--cfg-scale", type=float, default=7.0, help="classifier-free guidance: how closely to follow the prompt")
-    gen.add_argument("--sampler", default="Euler a", help="A1111 name, e.g. 'DPM++ 2M Karras', or alias, e.g. k_dpmpp_2m_ka")
-    gen.add_argument("--width", type=int, default=None, help="multiple of 8 (default: the model's size, or the input image's)")
-    gen.add_argument("--height", type=int, default=None, help="multiple of 8 (default: the model's size, or the input image's)")
-    gen.add_argument("--batch-size", type=int, default=1, help="images per sampling run")
-    gen.add_argument("--batch-count", type=int, default=1, help="sampling runs")
-    gen.add_argument("--init-image", type=Path, default=None, help="image to start from (image to image)")
-    gen.add_argument("--denoising-strength", type=float, default=0.75)
-    gen.add_argument("--mask", type=Path, default=None, help="inpainting mask: white = repaint (needs --init-image)")
-    gen.add_argument("--mask-blur", type=int, default=4, help="pixels of blur at the mask's edge")
-    gen.add_argument("--styles", action="append", default=[], metavar="NAME", help="a style from --styles-file, applied to the prompts (repeat for several)")
-    gen.add_argument("--clip-skip", type=int, default=1, metavar="N", help="stop the text encoder N-1 layers early (A1111's Clip skip; default 1)")
-    gen.add_argument("--vae", default=None, metavar="FILE", help="a VAE file's name in --vae-dir (default: the model's own)")
-    gen.add_argument("--scheduler", default=None, metavar="TYPE", help="A1111's schedule type: Karras, Exponential, SGM Uniform, ... (default: the sampler's own)")
-    gen.add_argument("--subseed", type=int, default=-1, help="variation seed (-1: random); image i uses subseed+i")
-    gen.add_argument("--subseed-strength", type=float, default=0.0, help="how far towards the variation seed's noise (0..1)")
-    gen.add_argument("--tiling", action="store_true", help="seamless: the image tiles with itself")
-    hires = gen.add_argument_group("hires fix (text to image)")
-    hires.add_argument("--hires", action="store_true", help="draw at --width x --height, upscale, then redraw details (A1111's hires fix)")
-    hires.add_argument("--hr-scale", type=float, default=2.0, help="the upscale factor")
-    hires.add_argument("--hr-upscaler", default="Latent", help="Latent, Latent (bicubic), ..., Lanczos, Nearest, or a model in --upscaler-dir")
-    hires.add_argument("--hr-steps", type=int, default=0, help="second-pass steps (0: the same as --steps)")
-    hires.add_argument("--hr-denoising-strength", type=float, default=0.7, help="how much the second pass redraws")
-    gen.add_argument("--out", type=Path, default=None, help="outputs folder (same as --outputs)")
-    gen.add_argument("-v", "--verbose", action="store_true")
+    gen.add_argument("-v", "--verbose", action="store_true", help="turn on progress and info logging (default: warnings only)")
+
+    g = gen.add_argument_group("prompt")
+    g.add_argument("--prompt", required=True, metavar="TEXT", help="what to draw (required)")
+    g.add_argument("--negative-prompt", default="", metavar="TEXT", help="what to avoid (default: empty)")
+    g.add_argument("--styles", action="append", default=[], metavar="NAME",
+                   help="a style from --styles-file, applied to the prompts; repeat for several (default: none)")
+
+    g = gen.add_argument_group("sampling")
+    g.add_argument("--sampler", default="Euler a", metavar="NAME", help="A1111 name, e.g. 'DPM++ 2M Karras', or alias, e.g. k_dpmpp_2m_ka")
+    g.add_argument("--scheduler", default=None, metavar="TYPE",
+                   help="A1111's schedule type: Karras, Exponential, SGM Uniform, ... (default: the sampler's own)")
+    g.add_argument("--steps", type=int, default=20, metavar="N", help="sampling steps")
+    g.add_argument("--cfg-scale", type=float, default=7.0, metavar="X", help="classifier-free guidance: how closely to follow the prompt")
+    g.add_argument("--seed", type=int, default=-1, metavar="N",
+                   help="image i of a batch uses seed+i (default: -1, random; the seed used is reported)")
+    g.add_argument("--subseed", type=int, default=-1, metavar="N", help="variation seed; image i uses subseed+i (default: -1, random)")
+    g.add_argument("--subseed-strength", type=float, default=0.0, metavar="X", help="how far towards the variation seed's noise, 0..1")
+    g.add_argument("--clip-skip", type=int, default=1, metavar="N", help="stop the text encoder N-1 layers early (A1111's Clip skip)")
+
+    g = gen.add_argument_group("image")
+    g.add_argument("--width", type=int, default=None, metavar="PX", help="a multiple of 8 (default: the model's size, or the input image's)")
+    g.add_argument("--height", type=int, default=None, metavar="PX", help="a multiple of 8 (default: the model's size, or the input image's)")
+    g.add_argument("--batch-size", type=int, default=1, metavar="N", help="images per sampling run")
+    g.add_argument("--batch-count", type=int, default=1, metavar="N", help="sampling runs, one after the other")
+    g.add_argument("--vae", default=None, metavar="FILE", help="a VAE file's name in --vae-dir (default: the model's own)")
+    g.add_argument("--tiling", action="store_true", help="turn on seamless tiling: the image tiles with itself")
+    g.add_argument("--restore-faces", nargs="?", const="", default=None, metavar="GFPGAN|CodeFormer",
+                   help="turn on face restoration with the restorer named, or alone with the first installed in "
+                        "--gfpgan-models-path / --codeformer-models-path (default: off)")
+    g.add_argument("--codeformer-weight", type=float, default=0.5, metavar="X", help="CodeFormer's fidelity, 0..1 (0: most restored)")
+
+    g = gen.add_argument_group("image to image and inpainting")
+    g.add_argument("--init-image", type=Path, default=None, metavar="FILE", help="the image to start from (default: none, text to image)")
+    g.add_argument("--denoising-strength", type=float, default=0.75, metavar="X", help="how much of --init-image is redrawn, 0..1")
+    g.add_argument("--mask", type=Path, default=None, metavar="FILE",
+                   help="inpainting mask, white = repaint; needs --init-image (default: none, the whole image)")
+    g.add_argument("--mask-blur", type=int, default=4, metavar="PX", help="pixels of blur at the mask's edge")
+
+    g = gen.add_argument_group("hires fix (text to image)")
+    g.add_argument("--hires", action="store_true", help="turn on A1111's hires fix: draw at --width x --height, upscale, then redraw details")
+    g.add_argument("--hr-scale", type=float, default=2.0, metavar="X", help="the upscale factor")
+    g.add_argument("--hr-upscaler", default="Latent", metavar="NAME", help="Latent, Latent (bicubic), ..., Lanczos, Nearest, or a model in --upscaler-dir")
+    g.add_argument("--hr-steps", type=int, default=0, metavar="N", help="second-pass steps (default: 0, the same as --steps)")
+    g.add_argument("--hr-denoising-strength", type=float, default=0.7, metavar="X", help="how much the second pass redraws, 0..1")
+
+    add_engine_arguments(gen, server=False)
+    gen.add_argument_group(FOLDERS).add_argument(
+        "--out", type=Path, default=None, metavar="DIR", help="the outputs folder, as --outputs; wins over it (default: --outputs)")
     return parser
 
 
@@ -78,6 +97,9 @@ def _request(args, init, mask):
         subseed=args.subseed,
         subseed_strength=args.subseed_strength,
         tiling=args.tiling,
+        restore_faces=args.restore_faces is not None,
+        face_restorer=args.restore_faces or None,
+        codeformer_weight=args.codeformer_weight,
         enable_hr=args.hires,
         hr_scale=args.hr_scale,
         hr_upscaler=args.hr_upscaler,

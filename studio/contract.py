@@ -60,6 +60,9 @@ class GenerationRequest:
     subseed_strength: float = 0.0
     seed_resize_from: Optional[tuple[int, int]] = None  # (width, height): the noise as it was drawn at that size
     tiling: bool = False  # seamless: circular padding in the UNet and VAE for this job
+    restore_faces: bool = False  # faces in each image restored (studio/faces.py) before it is saved
+    face_restorer: Optional[str] = None  # GFPGAN or CodeFormer; None: A1111's choice (the first installed)
+    codeformer_weight: float = 0.5  # CodeFormer's fidelity: 0 most restored, 1 closest to the picture
     # Hires fix (txt2img): a first pass at width × height, upscaled, then an image-to-image second pass.
     enable_hr: bool = False
     hr_scale: float = 2.0
@@ -71,6 +74,10 @@ class GenerationRequest:
     hr_prompt: Optional[str] = None  # None: the prompt
     hr_negative_prompt: Optional[str] = None
     hr_denoising_strength: float = 0.7  # A1111's denoising_strength for the second pass
+    # Inpainting (studio/inpainting.py). The defaults are A1111's UI defaults (its API's differ: fill, only masked, 0).
+    inpainting_fill: int = 1  # "Masked content": 0 fill, 1 original, 2 latent noise, 3 latent nothing
+    inpaint_full_res: bool = False  # "Inpaint area": False whole picture, True only masked (its box drawn at width × height)
+    inpaint_full_res_padding: int = 32  # only masked: pixels added around the mask's box
 
     @property
     def task(self) -> Task:

@@ -21,6 +21,7 @@ from .contract import Cancelled, Failed, GenerationRequest, RequestError
 from .conditioning import PromptLibrary, encoder_dims
 from .extras import ExtrasGate
 from .interrogate import Captioner
+from .faces import CODEFORMER, GFPGAN, FaceRestorers
 from .upscalers import UpscalerLibrary
 from .dispatch import BatchPolicy, Dispatcher
 from .jobs import Job, JobRegistry
@@ -45,6 +46,7 @@ class EngineInfo:
     attention_reason: str
     preview: str
     notice: Optional[str]  # e.g. "started on tiny because ..."
+    default_size: Optional[int] = None  # the loaded model's width and height when a request leaves them out
 
 
 class EngineThreads:
@@ -86,6 +88,7 @@ class Engine:
         self.prompt_library = PromptLibrary.from_settings(settings, hashes=self.models.hashes)  # styles, LoRAs, embeddings, VAEs
         folders = [settings.upscaler_dir, settings.upscaler_dir.parent / "RealESRGAN"] if settings.upscaler_dir else None
         self.upscalers = UpscalerLibrary(folders, allow_pickle=settings.allow_pickle)  # hires fix, Extras (A1111's two folders)
+        self.faces = FaceRestorers({GFPGAN: settings.gfpgan_dir, CODEFORMER: settings.codeformer_dir}, settings.allow_pickle)
         self.extras_gate = ExtrasGate()  # one Extras job (upscale, caption) at a time on this engine's device
         self.captioner = Captioner(settings.caption_model, self.device, self.dtype)  # interrogate; loads on first use
         self.dispatcher = Dispatcher(settings.max_queue_per_user, self._batch_policy)
@@ -165,6 +168,7 @@ class Engine:
             attention_reason=self.attention.reason,
             preview=self.settings.preview,
             notice=self.notice,
+            default_size=next((m.default_size for m in self.models.loaded_models() if m.name == self.current_model), None),
         )
 
     def available_models(self) -> list[str]:
@@ -184,6 +188,8 @@ class Engine:
         validate(request, self.settings)
         if request.enable_hr:
             self.upscalers.check(request.hr_upscaler)  # an unknown upscaler: refused now, not after the first pass
+        if request.restore_faces:  # refused now when no restorer is installed; the job records which one it used
+            request = replace(request, face_restorer=self.faces.choose(request.face_restorer))
         request = self._checked_model(request, may_name_any_model)
         job = Job(request, owner)
         self.dispatcher.put(job)

@@ -9,14 +9,16 @@ It follows A1111's scripts/postprocessing_upscale.py:
   canvas, which leaves black edges where its rounding to 8 falls short; here the picture is scaled to cover W×H);
   without crop: resized onto exactly W×H;
 - Upscaler 2 makes its own picture the same way from the same input; it is blended in with its visibility (0..1);
+- then faces are restored (studio/faces.py) by GFPGAN, then CodeFormer, each blended in with its visibility, as
+  A1111's postprocessing scripts run ("GFPGAN visibility: 0.5, CodeFormer visibility: 1.0, CodeFormer weight: 0.5");
 - the info text uses A1111's keys and order ("Postprocess upscale by: 2, Postprocess upscaler: Lanczos"); the
   result's PNG text keeps it as A1111 does ("postprocessing"), and as "parameters" unless the input had its own.
 
 Everything is checked before any work (plan_extras): the result's sides (≤ --max-size) and pixels (≤
---max-image-pixels), the upscalers' names (a latent mode is hires fix only), the visibilities. Face restoration
-(GFPGAN, CodeFormer) and DeepDanbooru are not installed and say so; interrogate's "clip" captions with BLIP when a
-model is at hand (studio/interrogate.py). ExtrasGate
-lets one Extras job run at a time in the process: upscales never stack on the device."""
+--max-image-pixels), the upscalers' names (a latent mode is hires fix only), the visibilities, the face restorers
+asked for (not installed: the message names the folder for the weights). DeepDanbooru is not installed and says
+so; interrogate's "clip" captions with BLIP when a model is at hand (studio/interrogate.py). ExtrasGate lets one
+Extras job run at a time in the process: upscales never stack on the device."""
 
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from PIL import Image
 
 from .config import Settings
 from .contract import RequestError
+from .faces import CODEFORMER, GFPGAN, FaceRestorers
 from .upscalers import NONE, UpscalerLibrary
 
 SCALE_BY, SCALE_TO = 0, 1  # A1111's resize_mode
@@ -71,8 +74,9 @@ class ExtrasRequest:
     upscaler_1: str = NONE  # "None": the picture is left as it is
     upscaler_2: str = NONE
     extras_upscaler_2_visibility: float = 0.0
-    gfpgan_visibility: float = 0.0  # face restoration: not installed, so only 0 is accepted
-    codeformer_visibility: float = 0.0
+    gfpgan_visibility: float = 0.0  # faces restored by GFPGAN, blended in by this much (after the upscale)
+    codeformer_visibility: float = 0.0  # then by CodeFormer
+    codeformer_weight: float = 0.0  # CodeFormer's fidelity (0: most restored)
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,7 @@ class ExtrasPlan:
     cover: tuple[int, int]  # scale to: the size upscaled to (bigger than `size` on one side when cropping)
     size: tuple[int, int]  # the result's size
     info: str  # what was done, A1111's infotext for extras ("" when nothing)
+    faces: tuple[tuple[str, float, float], ...] = ()  # (restorer, visibility, CodeFormer weight), in order
 
 
 # ---- checks
@@ -113,12 +118,8 @@ def _name(field: str, value) -> str:
 
 def check_fields(request: ExtrasRequest) -> None:
     """The checks that need neither the picture nor the upscaler folders: cheap, made before decoding a picture."""
-    if _fraction("gfpgan_visibility", request.gfpgan_visibility) > 0:
-        raise NotInstalledError("Face restoration with GFPGAN is not installed on this server (it needs the gfpgan "
-                                "library and its weights in models/GFPGAN): set gfpgan_visibility to 0.")
-    if _fraction("codeformer_visibility", request.codeformer_visibility) > 0:
-        raise NotInstalledError("Face restoration with CodeFormer is not installed on this server (it needs its library "
-                                "and weights in models/Codeformer): set codeformer_visibility to 0.")
+    for field in ("gfpgan_visibility", "codeformer_visibility", "codeformer_weight"):
+        _fraction(field, getattr(request, field))
     if isinstance(request.resize_mode, bool) or request.resize_mode not in (SCALE_BY, SCALE_TO):
         raise ExtrasError(f"resize_mode must be 0 (scale by upscaling_resize) or 1 (scale to upscaling_resize_w × "
                           f"upscaling_resize_h), got {request.resize_mode!r}.")
@@ -172,8 +173,26 @@ def _check_sizes(image: Image.Image, cover: tuple[int, int], size: tuple[int, in
                           "choose a smaller scale or size.")
 
 
-def plan_extras(library: UpscalerLibrary, request: ExtrasRequest, settings: Settings) -> ExtrasPlan:
-    """`request` checked against the server's limits and upscalers, before any work. Raises RequestError."""
+def _face_steps(request: ExtrasRequest, faces: Optional[FaceRestorers]) -> tuple[tuple[tuple[str, float, float], ...], list[str]]:
+    """A1111's postprocessing order after the upscale: GFPGAN, then CodeFormer; and their info entries."""
+    steps, info = [], []
+    for name, visibility in ((GFPGAN, request.gfpgan_visibility), (CODEFORMER, request.codeformer_visibility)):
+        if visibility <= 0:
+            continue
+        if faces is None:
+            raise NotInstalledError(f"Face restoration with {name} is not available here: set {name.lower()}_visibility to 0.")
+        faces.check(name)  # not installed: says which folder and what to put there
+        steps.append((name, float(visibility), float(request.codeformer_weight)))
+        info.append(f"{name} visibility: {round(float(visibility), 3)}")
+        if name == CODEFORMER:
+            info.append(f"CodeFormer weight: {round(float(request.codeformer_weight), 3)}")
+    return tuple(steps), info
+
+
+def plan_extras(library: UpscalerLibrary, request: ExtrasRequest, settings: Settings,
+                faces: Optional[FaceRestorers] = None) -> ExtrasPlan:
+    """`request` checked against the server's limits, upscalers and face restorers, before any work. Raises
+    RequestError."""
     check_fields(request)
     image = request.image
     if not isinstance(image, Image.Image):
@@ -185,24 +204,26 @@ def plan_extras(library: UpscalerLibrary, request: ExtrasRequest, settings: Sett
     for name in (first, second):
         library.check(name, latent=False)  # an unknown name or a latent mode: refused now
     visibility = float(request.extras_upscaler_2_visibility)
-    if first == NONE:  # A1111: Upscaler 1 "None" leaves the picture alone, whatever Upscaler 2 says
-        return ExtrasPlan(image, (), 0.0, None, image.size, image.size, "")
+    face_steps, face_info = _face_steps(request, faces)
+    if first == NONE:  # A1111: Upscaler 1 "None" leaves the size alone, whatever Upscaler 2 says
+        return ExtrasPlan(image, (), 0.0, None, image.size, image.size, ", ".join(face_info), face_steps)
     scale, cover, size, info = _sizes(request, image.width, image.height)
     _check_sizes(image, cover, size, settings)
     upscalers = (first, second) if second != NONE and visibility > 0 else (first,)
     info.append(f"Postprocess upscaler: {_quote(first)}")
     if len(upscalers) == 2:
         info.append(f"Postprocess upscaler 2: {_quote(second)}")
-    return ExtrasPlan(image, upscalers, visibility, scale, cover, size, ", ".join(info))
+    return ExtrasPlan(image, upscalers, visibility, scale, cover, size, ", ".join(info + face_info), face_steps)
 
 
-def check_batch(library: UpscalerLibrary, requests: Sequence[ExtrasRequest], settings: Settings) -> list[ExtrasPlan]:
+def check_batch(library: UpscalerLibrary, requests: Sequence[ExtrasRequest], settings: Settings,
+                faces: Optional[FaceRestorers] = None) -> list[ExtrasPlan]:
     """Every request of a batch planned, and the batch within MAX_BATCH_IMAGES and its pixel budget, before any work."""
     if not requests:
         raise ExtrasError("The batch has no pictures.")
     if len(requests) > MAX_BATCH_IMAGES:
         raise ExtrasError(f"A batch may hold at most {MAX_BATCH_IMAGES} pictures, got {len(requests)}.")
-    plans = [plan_extras(library, request, settings) for request in requests]
+    plans = [plan_extras(library, request, settings, faces) for request in requests]
     budget = batch_pixel_budget(settings)
     if sum(p.size[0] * p.size[1] for p in plans) > budget:
         raise ExtrasError(f"The batch's results would be over {budget:,} pixels in all: send fewer pictures or a smaller scale.")
@@ -217,8 +238,10 @@ def batch_pixel_budget(settings: Settings) -> int:
 # ---- the work
 
 
-def run_plan(library: UpscalerLibrary, plan: ExtrasPlan, device="cpu", dtype=None) -> tuple[Image.Image, str]:
-    """(the picture, the info text) for a checked plan, on this thread. Raises UpscalerError (a RequestError)."""
+def run_plan(library: UpscalerLibrary, plan: ExtrasPlan, device="cpu", dtype=None,
+             faces: Optional[FaceRestorers] = None) -> tuple[Image.Image, str]:
+    """(the picture, the info text) for a checked plan, on this thread. Raises UpscalerError, FaceRestoreError (both
+    RequestErrors)."""
     source = plan.image.convert("RGB")
     if not plan.upscalers:
         result = source
@@ -227,15 +250,18 @@ def run_plan(library: UpscalerLibrary, plan: ExtrasPlan, device="cpu", dtype=Non
         if len(plan.upscalers) == 2:
             second = _upscaled(library, plan, source, plan.upscalers[1], device, dtype)
             result = Image.blend(result, second.convert(result.mode), plan.visibility)
+    for name, visibility, weight in plan.faces:
+        restored = faces.restore(result, name, weight, device)
+        result = restored if visibility >= 1 else Image.blend(result.convert("RGB"), restored, visibility)
     result.info = png_text(plan.image, plan.info)
     return result, plan.info
 
 
 def run_extras(library: UpscalerLibrary, request: ExtrasRequest, device="cpu", dtype=None,
-               settings: Optional[Settings] = None) -> tuple[Image.Image, str]:
+               settings: Optional[Settings] = None, faces: Optional[FaceRestorers] = None) -> tuple[Image.Image, str]:
     """A1111's Extras upscale of request.image: (the picture, the info text). Checked first against `settings`' limits
     (default: the studio's defaults). Raises RequestError. Takes no ExtrasGate: JobService.extras does."""
-    return run_plan(library, plan_extras(library, request, settings or Settings()), device, dtype)
+    return run_plan(library, plan_extras(library, request, settings or Settings(), faces), device, dtype, faces)
 
 
 def _upscaled(library: UpscalerLibrary, plan: ExtrasPlan, image: Image.Image, name: str, device, dtype) -> Image.Image:

@@ -107,18 +107,24 @@ def decoded(pipe, output) -> list:
     return pipe.image_processor.postprocess(pixels, output_type="pil")
 
 
-def make_scheduler(sampler: Sampler, base_config: dict):
+def scheduler_class(name: str) -> type:
+    """A sampler's scheduler class by name: the studio's own (for what diffusers lacks) first, then diffusers'."""
     import diffusers
 
-    base_cls = getattr(diffusers, sampler.spec.scheduler_class)
+    from .dpmpp_2s_ancestral import DPMPP2SAncestralDiscreteScheduler
+
+    own = {cls.__name__: cls for cls in (DPMPP2SAncestralDiscreteScheduler,)}
+    return own.get(name) or getattr(diffusers, name)
+
+
+def make_scheduler(sampler: Sampler, base_config: dict):
+    base_cls = scheduler_class(sampler.spec.scheduler_class)
     return _recording_class(base_cls).from_config(base_config, **sampler.scheduler_options())
 
 
 def plain_scheduler(sampler: Sampler, base_config: dict):
     """The scheduler exactly as a diffusers user would build it (tests and benchmarks compare against it)."""
-    import diffusers
-
-    return getattr(diffusers, sampler.spec.scheduler_class).from_config(base_config, **sampler.scheduler_options())
+    return scheduler_class(sampler.spec.scheduler_class).from_config(base_config, **sampler.scheduler_options())
 
 
 def generators(seeds: list[int]) -> list[torch.Generator]:

@@ -27,7 +27,7 @@ from .pipelines import callback_tensor_inputs, decoded, generators, job_pipeline
 from .tiling import seamless
 from .previews import PreviewDecoder
 from .samplers import find_sampler
-from .tasks import PreparedJob, pipeline_arguments, prepare, task_spec
+from .tasks import PreparedJob, pipe_arguments, pipeline_arguments, prepare, task_spec
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,7 @@ class Runner:
             arguments["output_type"] = first_pass_output_type(second.upscaler)
         # A captured CUDA graph would replay the zero padding: tiling jobs run the UNet without graphs.
         with graphs_paused(pipe, not hooks.graph_safe or lead.request.tiling), calls.applied.vae_on(pipe), seamless(pipe) if lead.request.tiling else nullcontext():
+            arguments.update(pipe_arguments(pipe, lead.request, prepared[lead], slices[lead]))  # with the job's VAE on
             output = pipe(**arguments, callback_on_step_end=hooks).images
             if second is not None:
                 pipe, output = self._finish_hires(pipe, output, second, hooks, calls)
@@ -105,6 +106,8 @@ class Runner:
             job_prepared = prepared[job]
             for image, seed in zip(mine, seeds):
                 image = task_spec(job_prepared.task).post_process(pipe, job_prepared, image)
+                if job.request.restore_faces:
+                    image = self.engine.faces.restore(image, job.request.face_restorer, job.request.codeformer_weight, self.engine.device)
                 results[job].append((image, calls.infotext(job, seed), seed))
             if job.skip_requested.is_set():
                 skipped.add(job)
@@ -262,6 +265,7 @@ def infotext(request: GenerationRequest, prepared: PreparedJob, model: LoadedMod
         "Schedule type": sampler.schedule_type if sampler.schedule_type != "Automatic" else None,
         "CFG scale": float(request.cfg_scale),
         "Seed": seed,
+        "Face restoration": request.face_restorer if request.restore_faces else None,
         "Size": f"{prepared.width}x{prepared.height}",
         "Model hash": model.model_hash,
         "Model": model.name.rsplit("/", 1)[-1].rsplit(".", 1)[0] if model.source.kind == "file" else model.name,

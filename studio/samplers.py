@@ -14,8 +14,9 @@ own mapping table (docs: api/schedulers/overview, "A1111/k-diffusion"):
   Automatic leaves the model's scheduler config as it is.
 
 A sampler accepts the schedule types whose options its class has (`schedule_types_for`); tests check both ways
-against diffusers' classes. Samplers A1111 lists that diffusers cannot run faithfully are not here: DPM++ 2S a
-(diffusers: "N/A, very similar to DPMSolverSinglestepScheduler", which is neither ancestral nor 2S), DPM fast,
+against diffusers' classes. DPM++ 2S a is our own class (studio/dpmpp_2s_ancestral.py, a subclass of DPM2 a's
+KDPM2AncestralDiscreteScheduler): diffusers has none ("N/A, very similar to DPMSolverSinglestepScheduler", which is
+neither ancestral nor 2S). Samplers A1111 lists that diffusers cannot run faithfully are not here: DPM fast,
 DPM adaptive, Restart, DDIM CFG++, HeunPP2, IPNDM, IPNDM_V.
 """
 
@@ -79,6 +80,8 @@ _BASE = (
     SamplerSpec("Heun", "HeunDiscreteScheduler", alias="k_heun"),
     SamplerSpec("DPM2", "KDPM2DiscreteScheduler", alias="k_dpm_2"),
     SamplerSpec("DPM2 a", "KDPM2AncestralDiscreteScheduler", alias="k_dpm_2_a"),
+    # Our own class (studio.dpmpp_2s_ancestral): DPM2 a's schedule and noise with DPM-Solver++(2S)'s second stage.
+    SamplerSpec("DPM++ 2S a", "DPMPP2SAncestralDiscreteScheduler", alias="k_dpmpp_2s_a"),
     SamplerSpec("DPM++ 2M", "DPMSolverMultistepScheduler", alias="k_dpmpp_2m"),
     SamplerSpec("DPM++ 2M SDE", "DPMSolverMultistepScheduler", _DPM_SDE, alias="k_dpmpp_2m_sde"),
     # k-diffusion's sample_dpmpp_2m_sde(solver_type="heun"): diffusers' SDE update with solver_type "heun" is the same.

@@ -26,9 +26,8 @@ class OperatorLogins:
 
 
 class JobService:
-    """Jobs and engine facts for front ends, each call on behalf of one user.
-
-    engine: a started studio.engine.Engine (only its public names are used); access: the server's model rule."""
+    """Jobs and engine facts for front ends, each call on behalf of one user. engine: a started
+    studio.engine.Engine (only its public names are used); access: the server's model rule."""
 
     def __init__(self, engine, access: Access):
         self.engine = engine
@@ -173,6 +172,9 @@ class JobService:
 
         return list(LATENT_NAMES) + self.engine.upscalers.names()
 
+    def face_restorers(self) -> list[dict]:  # A1111's /sdapi/v1/face-restorers: the installed ones, names only
+        return self.engine.faces.listing()
+
     def realesrgan_models(self) -> list[dict]:
         return self.engine.upscalers.realesrgan_listing()
 
@@ -206,9 +208,9 @@ class JobService:
         from .extras import check_batch, run_plan
 
         engine = self.engine
-        plans = check_batch(engine.upscalers, list(requests), engine.settings)
+        plans = check_batch(engine.upscalers, list(requests), engine.settings, engine.faces)
         with self.engine.extras_gate.hold():
-            return [run_plan(engine.upscalers, plan, engine.device, engine.dtype) for plan in plans]
+            return [run_plan(engine.upscalers, plan, engine.device, engine.dtype, engine.faces) for plan in plans]
 
     def interrogate(self, user: str, image=None, model: str = "clip") -> str:
         """A1111's interrogate: a caption for the picture (a PIL image) from the BLIP captioning model (studio/

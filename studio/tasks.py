@@ -5,8 +5,9 @@ pipeline arguments, its post-processing of each image, its own infotext fields, 
 dynamic batch. A new task (hires fix, upscale, depth) is one entry in TASKS (and, where diffusers has a pipeline for
 it, one name in each family's TaskPipelines).
 
-Plain Python and PIL at import (no torch): the dispatcher asks `batchable` here. The few diffusers helpers a task
-needs (mask blur, paste-back, generators) are imported from studio.pipelines when called.
+Plain Python, PIL and numpy at import (no torch): the dispatcher asks `batchable` here. The few diffusers helpers a
+task needs (mask blur, paste-back, generators) are imported from studio.pipelines when called; inpainting's options
+(only masked, masked content) are studio/inpainting.py's.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Callable, Optional
 from PIL import Image
 
 from .contract import GenerationRequest, Task
+from .inpainting import LATENT_NOISE, LATENT_NOTHING, MASKED_CONTENT, ORIGINAL, PasteBack, fill_masked, latent_start, only_masked, paste_into
 
 
 @dataclass
@@ -30,6 +32,7 @@ class Inputs:
     mask: Optional[Image.Image] = None  # blurred by mask_blur, as the pipeline and the paste-back use it
     notes: list[str] = field(default_factory=list)  # things adjusted for the user, e.g. a resized mask
     final_size: Optional[tuple[int, int]] = None  # hires fix: the second pass's (width, height)
+    paste_back: Optional[PasteBack] = None  # inpaint: the picture as given, its mask, the crop drawn ("Only masked")
 
 
 @dataclass
@@ -43,6 +46,7 @@ class PreparedJob:
     notes: list[str]
     subseeds: list[int] = field(default_factory=list)  # variation seeds, one per image (with subseed_strength > 0)
     final_size: Optional[tuple[int, int]] = None  # hires fix: the second pass's (width, height)
+    paste_back: Optional[PasteBack] = None  # inpaint: what each image is pasted back into (the unmasked pixels)
 
     @property
     def varies_noise(self) -> bool:
@@ -62,6 +66,10 @@ def _no_description(request: GenerationRequest) -> dict:
     return {}
 
 
+def _no_pipe_arguments(pipe, request: GenerationRequest, prepared: PreparedJob, seeds: list[int]) -> dict:
+    return {}
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """One task. prepare(request, default_size, max_size) → Inputs; arguments(request, prepared) → the pipeline
@@ -69,7 +77,9 @@ class TaskSpec:
     prepared, image) → the image to save; infotext_fields: (infotext label, request attribute) pairs written for
     this task, in order, then describe(request)'s; shares_batches: its jobs may run as one dynamic batch (when
     batch_count is 1); pipeline: the family pipeline its (first) call runs (None: the task's own); passes: 2 for a
-    task whose images go through a second, image-to-image call (studio/hires.py)."""
+    task whose images go through a second, image-to-image call (studio/hires.py); pipe_arguments(pipe, request,
+    prepared, seeds) → arguments that need the pipeline itself as the call runs it (its VAE swapped in: made inside
+    the call's VAE context), replacing arguments(...)'s of the same name."""
 
     task: Task
     prepare: Callable[[GenerationRequest, int, int], Inputs]
@@ -80,6 +90,7 @@ class TaskSpec:
     describe: Callable[[GenerationRequest], dict] = _no_description
     pipeline: Optional[Task] = None
     passes: int = 1
+    pipe_arguments: Callable = _no_pipe_arguments
 
     @property
     def pipeline_task(self) -> Task:
@@ -96,28 +107,74 @@ def _model_size(request: GenerationRequest, default_size: int, max_size: int) ->
     return Inputs(request.width or default_size, request.height or default_size)
 
 
-def _from_init_image(request: GenerationRequest, default_size: int, max_size: int) -> Inputs:
-    """The size asked for, else the init image's (multiples of 8, within 64..max_size); the init image resized to it."""
-    init = request.init_image.convert("RGB")
+def _drawing_size(request: GenerationRequest, init: Image.Image, max_size: int) -> tuple[int, int]:
+    """The size asked for, else the init image's (multiples of 8, within 64..max_size)."""
     width = request.width or max(64, min(max_size, init.width // 8 * 8))
     height = request.height or max(64, min(max_size, init.height // 8 * 8))
+    return width, height
+
+
+def _from_init_image(request: GenerationRequest, default_size: int, max_size: int) -> Inputs:
+    """The drawing size (_drawing_size); the init image resized to it."""
+    init = request.init_image.convert("RGB")
+    width, height = _drawing_size(request, init, max_size)
     if init.size != (width, height):
         init = init.resize((width, height), Image.LANCZOS)
     return Inputs(width, height, init)
 
 
+def _mask_resize_note(request: GenerationRequest) -> list[str]:
+    mask, init = request.mask, request.init_image
+    if mask.size == init.size:
+        return []
+    return [f"The mask ({mask.width}×{mask.height}) was resized to the image ({init.width}×{init.height})."]
+
+
 def _with_mask(request: GenerationRequest, default_size: int, max_size: int) -> Inputs:
+    """Inpainting's inputs: the whole picture (_whole_picture) or, with inpaint_full_res, the mask's surroundings
+    only (_only_masked); then the masked content as inpainting_fill asks — A1111 fills the masked area (masking.fill)
+    for every choice but original, the latent ones also replacing it in the latents (pipe_arguments)."""
+    inputs = _only_masked(request, max_size) if request.inpaint_full_res else None
+    if inputs is None:
+        inputs = _whole_picture(request, default_size, max_size)
+        if request.inpaint_full_res:
+            inputs.notes.append('"Only masked" found nothing masked once the mask was blurred: the whole picture was drawn.')
+    if request.inpainting_fill != ORIGINAL:
+        inputs.init_image = fill_masked(inputs.init_image, inputs.mask)
+    return inputs
+
+
+def _whole_picture(request: GenerationRequest, default_size: int, max_size: int) -> Inputs:
     """As img2img, plus the mask: resized to the drawing size (noted when it differed from the image), blurred."""
     from .pipelines import blur_mask
 
     inputs = _from_init_image(request, default_size, max_size)
     mask = request.mask.convert("L")
-    if mask.size != request.init_image.size:
-        inputs.notes.append(f"The mask ({mask.width}×{mask.height}) was resized to the image ({request.init_image.width}×{request.init_image.height}).")
+    inputs.notes += _mask_resize_note(request)
     if mask.size != (inputs.width, inputs.height):
         mask = mask.resize((inputs.width, inputs.height), Image.LANCZOS)
     inputs.mask = blur_mask(mask, request.mask_blur)
+    inputs.paste_back = PasteBack(inputs.init_image, inputs.mask)
     return inputs
+
+
+def _only_masked(request: GenerationRequest, max_size: int) -> Optional[Inputs]:
+    """A1111's "Inpaint area: Only masked": the mask blurred at the picture's own size, the box around it (widened by
+    inpaint_full_res_padding, grown to the drawing size's aspect) drawn at the drawing size, to be pasted back into
+    the picture as given. None when the blurred mask is all black."""
+    from .pipelines import blur_mask
+
+    init = request.init_image.convert("RGB")
+    width, height = _drawing_size(request, init, max_size)
+    notes = _mask_resize_note(request)
+    mask = request.mask.convert("L")
+    if mask.size != init.size:
+        mask = mask.resize(init.size, Image.LANCZOS)
+    mask = blur_mask(mask, request.mask_blur)
+    crop = only_masked(init, mask, width, height, int(request.inpaint_full_res_padding))
+    if crop is None:
+        return None
+    return Inputs(width, height, crop.image, crop.mask, notes, paste_back=PasteBack(init, mask, crop.box))
 
 
 # ---- pipeline arguments and post-processing
@@ -175,10 +232,36 @@ def _inpaint_arguments(request: GenerationRequest, prepared: PreparedJob) -> dic
     )
 
 
+def _inpaint_latents(pipe, request: GenerationRequest, prepared: PreparedJob, seeds: list[int]) -> dict:
+    """Latent noise / latent nothing: the init latents with their masked area replaced (studio/inpainting.py)."""
+    if request.inpainting_fill not in (LATENT_NOISE, LATENT_NOTHING):
+        return {}
+    return latent_start(pipe, prepared.init_image, prepared.mask, seeds, noise=request.inpainting_fill == LATENT_NOISE)
+
+
 def _paste_back(pipe, prepared: PreparedJob, image):
+    """Put the untouched pixels back: into the picture as the job drew it, or, for "Only masked", the crop scaled
+    back into the picture as given (which is then the result's size)."""
     from .pipelines import paste_unmasked
 
-    return paste_unmasked(pipe, prepared.mask, prepared.init_image, image)
+    paste = prepared.paste_back or PasteBack(prepared.init_image, prepared.mask)
+    if paste.crop is None:
+        return paste_unmasked(pipe, paste.mask, paste.image, image)
+    return paste_into(paste.image, paste.mask, image, paste.crop)
+
+
+def _inpaint_description(request: GenerationRequest) -> dict:
+    """A1111's inpainting fields beyond Denoising strength: Mask blur only when the mask is blurred; Inpaint area and
+    Masked area padding for "Only masked"; Masked content for all but original (its default in the UI)."""
+    described = {}
+    if not request.mask_blur:
+        described["Mask blur"] = None
+    if request.inpaint_full_res:
+        described["Inpaint area"] = "Only masked"
+        described["Masked area padding"] = int(request.inpaint_full_res_padding)
+    if request.inpainting_fill != ORIGINAL:
+        described["Masked content"] = MASKED_CONTENT[request.inpainting_fill]
+    return described
 
 
 # ---- the registry
@@ -190,7 +273,8 @@ TASKS: dict[Task, TaskSpec] = {
     for spec in (
         TaskSpec(Task.TXT2IMG, _model_size, _size_arguments, shares_batches=True),
         TaskSpec(Task.IMG2IMG, _from_init_image, _img2img_arguments, infotext_fields=(_DENOISING,)),
-        TaskSpec(Task.INPAINT, _with_mask, _inpaint_arguments, _paste_back, (_DENOISING, ("Mask blur", "mask_blur"))),
+        TaskSpec(Task.INPAINT, _with_mask, _inpaint_arguments, _paste_back, (_DENOISING, ("Mask blur", "mask_blur")),
+                 describe=_inpaint_description, pipe_arguments=_inpaint_latents),
         TaskSpec(Task.HIRES_FIX, _hires_sizes, _size_arguments, describe=_hires_description, pipeline=Task.TXT2IMG, passes=2),
     )
 }
@@ -219,7 +303,7 @@ def prepare(request: GenerationRequest, default_size: int, max_size: int) -> Pre
         first_subseed = request.subseed if request.subseed >= 0 else random.randrange(2**32)
         subseeds = [first_subseed + i for i in range(count)]  # A1111: image i uses subseed + i
     return PreparedJob(task, inputs.width, inputs.height, seeds, inputs.init_image, inputs.mask, inputs.notes, subseeds,
-                       inputs.final_size)
+                       inputs.final_size, inputs.paste_back)
 
 
 def pipeline_arguments(request: GenerationRequest, prepared: PreparedJob, seeds: list[int]) -> dict:
@@ -236,3 +320,10 @@ def pipeline_arguments(request: GenerationRequest, prepared: PreparedJob, seeds:
     )
     arguments.update(task_spec(prepared.task).arguments(request, prepared))
     return arguments
+
+
+def pipe_arguments(pipe, request: GenerationRequest, prepared: PreparedJob, seeds: list[int]) -> dict:
+    """The arguments of one pipeline call for `seeds` that need the pipeline as the call will run it (its VAE swapped
+    in): made inside the call's VAE context, they replace pipeline_arguments(...)'s of the same name. Only
+    inpainting's latent noise / latent nothing has any (the init latents)."""
+    return task_spec(prepared.task).pipe_arguments(pipe, request, prepared, seeds)

@@ -101,6 +101,7 @@ def validate(request: GenerationRequest, settings: Settings) -> None:
     _check_variation(request, settings)
     if not isinstance(request.tiling, bool):
         raise RequestError("tiling must be true or false.")
+    _check_faces(request)
     if request.task is Task.HIRES_FIX:
         _check_hires(request, settings, steps)
     if request.task in (Task.TXT2IMG, Task.HIRES_FIX):
@@ -120,6 +121,7 @@ def validate(request: GenerationRequest, settings: Settings) -> None:
             raise RequestError(f"mask_blur must be between 0 and 64, got {blur}.")
         if request.mask.convert("L").getbbox() is None:
             raise RequestError("The mask is empty: paint the area to repaint (white) before generating.")
+        _check_inpainting(request, settings)
 
 
 def _check_sampler(name, schedule_type, label: str = "sampler") -> None:
@@ -271,3 +273,28 @@ def decode_image(data: bytes, name: str, settings: Settings) -> Image.Image:
     except Exception as exc:
         raise RequestError(_unreadable(name, exc)) from None
     return image
+
+
+def _check_faces(request: GenerationRequest) -> None:
+    if not isinstance(request.restore_faces, bool):
+        raise RequestError("restore_faces must be true or false.")
+    if request.face_restorer is not None and (not isinstance(request.face_restorer, str) or len(request.face_restorer) > MAX_NAME_CHARS):
+        raise RequestError("face_restorer must be GFPGAN or CodeFormer.")
+    weight = request.codeformer_weight
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or not 0 <= weight <= 1:
+        raise RequestError(f"codeformer_weight must be a number from 0 to 1, got {weight!r}.")
+
+
+def _check_inpainting(request: GenerationRequest, settings: Settings) -> None:
+    """A1111's inpainting options: masked content by index, the inpaint area, the only-masked padding."""
+    from .inpainting import MASKED_CONTENT
+
+    fill = request.inpainting_fill
+    if isinstance(fill, bool) or not isinstance(fill, int) or not 0 <= fill < len(MASKED_CONTENT):
+        choices = ", ".join(f"{i} ({name})" for i, name in enumerate(MASKED_CONTENT))
+        raise RequestError(f"inpainting_fill must be one of {choices}; got {fill!r}.")
+    if not isinstance(request.inpaint_full_res, bool):
+        raise RequestError("inpaint_full_res must be true (only masked) or false (whole picture).")
+    padding = _int("inpaint_full_res_padding", request.inpaint_full_res_padding)
+    if not 0 <= padding <= settings.max_size:
+        raise RequestError(f"inpaint_full_res_padding must be between 0 and {settings.max_size} pixels, got {padding}.")

@@ -281,8 +281,14 @@ def test_inpainting_paints_a_mask_and_generates(browser_page):
 def test_image_to_image_tab_screenshot(browser_page):
     page = browser_page
     _ensure_result(page)
+    sent = page.input_value("#txt2img-infotext textarea")
+    steps, seed = (re.search(rf"{key}: (\d+)", sent).group(1) for key in ("Steps", "Seed"))
     page.click("#txt2img-to-img2img")
     page.wait_for_selector("#img2img-init-image img", timeout=30_000)
+    # Send-to carries the result's own parameters, not only its picture and prompts.
+    page.wait_for_function("([s, d]) => document.querySelector('#img2img-steps input[type=number]').value === s"
+                           " && document.querySelector('#img2img-seed input').value === d", arg=[steps, seed], timeout=10_000)
+    assert page.input_value("#img2img-prompt textarea") == sent.split("\n")[0]
     _shot(page, "2-image-to-image")
 
 
@@ -472,3 +478,111 @@ def test_xyz_plot_from_text_to_image(fresh_page, tmp_path):
     page.wait_for_function("() => document.querySelector('#txt2img-file-prompts textarea').value === 'a red fox\\na blue bird\\n'",
                            timeout=10_000)
     assert "2 lines" in page.inner_text("#txt2img-file-upload")
+
+
+def test_keyboard_emphasis_and_labelled_seed_buttons(fresh_page):
+    """A1111's Ctrl+↑/↓ on the selected words (0.1 a press, brackets gone back at 1); the seed buttons are words with
+    tooltips, not emoji that render as empty boxes without an emoji font."""
+    page = fresh_page
+    area = page.locator("#txt2img-prompt textarea")
+    area.fill("a red fox, snow")
+    area.evaluate("(el) => { el.focus(); el.setSelectionRange(2, 5); }")  # "red"
+    page.keyboard.press("Control+ArrowUp")
+    page.keyboard.press("Control+ArrowUp")
+    _prompt_is(page, "txt2img", "a (red:1.2) fox, snow")
+    page.keyboard.press("Control+ArrowDown")
+    page.keyboard.press("Control+ArrowDown")
+    _prompt_is(page, "txt2img", "a red fox, snow")
+    area.evaluate("(el) => { el.focus(); el.setSelectionRange(12, 12); }")  # the cursor in "snow"
+    page.keyboard.press("Control+ArrowDown")
+    _prompt_is(page, "txt2img", "a red fox, (snow:0.9)")
+    assert page.inner_text("#txt2img-dice").strip() == "Random"
+    assert "random seed" in (page.get_attribute("#txt2img-dice", "title") or "").lower()
+    assert page.get_attribute("#txt2img-cancel", "title") == "Stop this tab's job (Escape)"
+
+
+def test_escape_cancels_the_running_job(fresh_page):
+    page = fresh_page
+    page.locator("#txt2img-prompt textarea").fill("a long walk")
+    _set_slider(page, "txt2img-steps", 150)
+    page.click("#txt2img-generate")
+    page.wait_for_function("() => /Step \\d+\\/150/.test(document.querySelector('#txt2img-progress').innerText)", timeout=60_000)
+    page.locator("#txt2img-prompt textarea").focus()
+    page.keyboard.press("Escape")
+    page.wait_for_function("() => /Cancel/.test(document.querySelector('#txt2img-progress').innerText)", timeout=30_000)
+
+
+def test_aspect_presets_and_swap_set_the_size(fresh_page):
+    page = fresh_page
+    number = lambda side: int(float(page.input_value(f"#txt2img-{side} input[type=number]")))  # noqa: E731
+    page.click("#txt2img-aspect-3x2")
+    page.wait_for_function("() => Number(document.querySelector('#txt2img-width input[type=number]').value) > 0")
+    width, height = number("width"), number("height")
+    assert width > height > 0 and width % 8 == height % 8 == 0 and abs(width / height - 1.5) < 0.1
+    page.click("#txt2img-size-swap")
+    page.wait_for_function(f"() => Number(document.querySelector('#txt2img-width input[type=number]').value) === {height}")
+    assert (number("width"), number("height")) == (height, width)
+    _shot(page, "9-size-presets")
+
+
+def test_skip_ends_a_job_with_its_image(fresh_page):
+    page = fresh_page
+    page.locator("#txt2img-prompt textarea").fill("a long walk, skipped")
+    _set_slider(page, "txt2img-steps", 150)
+    page.click("#txt2img-generate")
+    page.wait_for_function("() => /Step \\d+\\/150/.test(document.querySelector('#txt2img-progress').innerText)", timeout=60_000)
+    page.click("#txt2img-skip")
+    page.wait_for_function("() => document.querySelector('#txt2img-progress').innerText.includes('Done (finished early): 1 image')",
+                           timeout=60_000)
+    assert page.locator("#txt2img-gallery img").count() >= 1
+    assert "Steps: 150" in page.input_value("#txt2img-infotext textarea")
+
+
+def test_two_clicks_make_two_jobs_in_the_job_list(fresh_page):
+    page = fresh_page
+    page.locator("#txt2img-prompt textarea").fill("two jobs, one tab")
+    _set_slider(page, "txt2img-steps", 150)
+    page.click("#txt2img-generate")
+    page.wait_for_function("() => /Step \\d+\\/150/.test(document.querySelector('#txt2img-progress').innerText)", timeout=60_000)
+    page.click("#txt2img-generate")
+    page.wait_for_function("() => document.querySelectorAll('#txt2img-jobs li').length === 2", timeout=20_000)
+    rows = page.locator("#txt2img-jobs li")
+    assert "Step" in rows.nth(0).inner_text() and "Queued" in rows.nth(1).inner_text()
+    assert "two jobs, one tab" in rows.nth(1).inner_text()
+    _shot(page, "10-job-list")
+    rows.nth(1).locator("button[data-act=cancel]").click()  # the queued one, from the list
+    page.wait_for_function("() => document.querySelectorAll('#txt2img-jobs li').length === 1", timeout=20_000)
+    page.locator("#txt2img-jobs li button[data-act=skip]").click()  # the running one ends with its picture
+    page.wait_for_function("() => document.querySelectorAll('#txt2img-jobs li').length === 0", timeout=60_000)
+
+
+def test_the_page_stays_put_when_a_job_ends(fresh_page):
+    page = fresh_page
+    page.locator("#txt2img-prompt textarea").fill("a quiet page")
+    _set_slider(page, "txt2img-steps", 4)
+    page.evaluate("() => window.scrollTo(0, 0)")
+    page.click("#txt2img-generate")
+    page.wait_for_function("() => /Done/.test(document.querySelector('#txt2img-progress').innerText)", timeout=60_000)
+    page.wait_for_timeout(500)  # the results' pictures load
+    assert page.evaluate("() => window.scrollY") == 0
+    assert page.locator("#txt2img-generate").is_visible() and page.locator("#txt2img-prompt textarea").is_visible()
+
+
+def test_outpainting_extends_the_canvas_and_fills_it(browser_page):
+    page = browser_page
+    _ensure_result(page)
+    width, height = (int(v) for v in re.search(r"Size: (\d+)x(\d+)", page.input_value("#txt2img-infotext textarea")).groups())
+    page.click("#txt2img-to-inpaint")
+    page.wait_for_selector("#inpaint-editor canvas", timeout=30_000)
+    time.sleep(1.0)
+    page.click("#inpaint-outpaint button.label-wrap")
+    page.fill("#inpaint-outpaint-left input", "64")
+    page.locator("#inpaint-outpaint-left input").press("Tab")
+    page.click("#inpaint-extend")
+    time.sleep(1.5)  # the editor takes the new canvas and its mask
+    _set_slider(page, "inpaint-steps", 4)
+    page.fill("#inpaint-prompt textarea", "more of the same, to the left")
+    _shot(page, "11-outpaint-canvas")
+    _watch_and_wait(page, "inpaint", lambda: page.click("#inpaint-generate"))
+    assert f"Size: {width + 64}x{height}" in page.input_value("#inpaint-infotext textarea")
+    _shot(page, "11-outpaint-result")

@@ -1,6 +1,7 @@
-"""Text to image's A1111 options in the UI: Schedule type beside the sampler, Tiling, the variation seed (Seed's
-Extra) and Hires. fix — the request the controls make (no server), PNG info's send of an A1111 infotext with all of
-them, and /txt2img through gradio_client (hires fix at 64×64 → 128×128)."""
+"""Text to image's A1111 options in the UI: Schedule type beside the sampler, Tiling, Restore faces, the variation
+seed (Seed's Extra) and Hires. fix — the request the controls make (no server), PNG info's send of an A1111 infotext
+with all of them, and /txt2img through gradio_client (hires fix at 64×64 → 128×128; Restore faces with no restorer
+installed: the engine's message naming the folders)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,23 @@ from studio.metadata import parse_infotext, read_infotext
 from studio.ui import options, png_info
 from studio.ui.txt2img import common_fields, txt2img_request
 
+@pytest.fixture(scope="module")
+def tiny_settings(tmp_path_factory, studio_cache):
+    """This module's engine has no face restorer, whatever the working tree's models/ holds (conftest's engine fixture
+    builds on this)."""
+    from studio.config import Settings
+
+    empty = tmp_path_factory.mktemp("no-faces")
+    return Settings(model="tiny", outputs=tmp_path_factory.mktemp("outputs"), cache_dir=studio_cache, warmup=False,
+                    gfpgan_dir=empty / "GFPGAN", codeformer_dir=empty / "Codeformer")
+
+
 # ---- the request the controls make
 
 
 CONTROLS = dict(prompt="a lighthouse", negative_prompt="blurry", sampler_name="DPM++ 2M", steps=12, cfg_scale=6.0,
                 width=512, height=768, seed=42.0, batch_size=1, batch_count=1, model="tiny", styles=[], clip_skip=1,
-                vae="Automatic", scheduler="Karras", tiling=True, subseed=7.0, subseed_strength=0.25,
+                vae="Automatic", scheduler="Karras", tiling=True, restore_faces=True, subseed=7.0, subseed_strength=0.25,
                 seed_resize_from_w=448, seed_resize_from_h=640, enable_hr=True, hr_scale=1.5, hr_upscaler="Latent (bicubic)",
                 hr_second_pass_steps=8.0, hr_resize_x=0, hr_resize_y=0, hr_sampler_name="Euler", hr_scheduler="Use same scheduler",
                 hr_prompt="", hr_negative_prompt="", denoising_strength=0.55)
@@ -27,7 +39,8 @@ def test_the_controls_make_the_request():
     req = txt2img_request(**CONTROLS)
     assert req == GenerationRequest(
         prompt="a lighthouse", negative_prompt="blurry", sampler_name="DPM++ 2M", scheduler="Karras", steps=12, cfg_scale=6.0,
-        width=512, height=768, seed=42, model="tiny", tiling=True, subseed=7, subseed_strength=0.25, seed_resize_from=(448, 640),
+        width=512, height=768, seed=42, model="tiny", tiling=True, restore_faces=True, subseed=7, subseed_strength=0.25,
+        seed_resize_from=(448, 640),
         enable_hr=True, hr_scale=1.5, hr_upscaler="Latent (bicubic)", hr_second_pass_steps=8, hr_sampler_name="Euler",
         hr_scheduler=None, hr_prompt=None, hr_negative_prompt=None, hr_denoising_strength=0.55)
     assert req.task.value == "hires_fix"
@@ -62,16 +75,20 @@ def test_hires_options_map_as_in_a1111():
         txt2img_request(**dict(CONTROLS, hr_prompt={"path": "/etc/passwd"}))
 
 
-def test_every_tab_takes_schedule_type_and_tiling():
+def test_every_tab_takes_schedule_type_tiling_and_restore_faces():
     base = ("a cat", "", "DPM++ 2M", 20, 7.0, 0, 0, -1, 1, 1, "tiny", [], 1, None)
-    fields = common_fields(*base, "Karras", True)
-    assert fields["scheduler"] == "Karras" and fields["tiling"] is True
+    fields = common_fields(*base, "Karras", True, True)  # Image to image and Inpainting build their requests from these
+    assert fields["scheduler"] == "Karras" and fields["tiling"] is True and fields["restore_faces"] is True
     assert common_fields(*base, "Automatic", False)["scheduler"] is None
+    assert common_fields(*base, "Automatic", True, False)["restore_faces"] is False
     assert common_fields(*base)["scheduler"] is None and common_fields(*base)["tiling"] is False  # old callers
+    assert common_fields(*base)["restore_faces"] is False and common_fields(*base, None, False, None)["restore_faces"] is False
     with pytest.raises(RequestError):
         common_fields(*base, {"not": "a name"}, False)
     with pytest.raises(RequestError):
         common_fields(*base, None, "yes")
+    with pytest.raises(RequestError, match="restore_faces must be true or false"):
+        common_fields(*base, None, False, "GFPGAN")
 
 
 def test_schedule_types_follow_the_sampler():
@@ -118,6 +135,7 @@ Variation seed: 99, Variation seed strength: 0.35, Seed resize from: 448x576, De
 Hires upscale: 1.75, Hires steps: 10, Hires upscaler: Latent (bicubic antialiased), Hires sampler: Euler, \
 Hires schedule type: Uniform, Hires prompt: "a castle, fine detail", Hires negative prompt: "lowres, blur", Tiling: True, \
 Version: v1.10.1"""
+A1111_TEXT = A1111_TEXT.replace("Seed: 1234, ", "Seed: 1234, Face restoration: GFPGAN, ")  # where A1111 writes it
 
 UPSCALERS = ["Latent", "Latent (antialiased)", "Latent (bicubic)", "Latent (bicubic antialiased)", "None", "Lanczos", "Nearest"]
 
@@ -135,7 +153,7 @@ def test_png_info_sends_schedule_type_variation_tiling_and_hires():
     assert fields == dict(
         prompt="a castle on a hill, <lora:add_detail:0.6>", negative_prompt="lowres", sampler_name="DPM++ 2M", scheduler="Karras",
         steps=24, cfg_scale=6.5, seed=1234, width=512, height=640, clip_skip=1, vae="Automatic", model="tiny", tiling=True,
-        seed_extras=True, subseed=99, subseed_strength=0.35, seed_resize_from_w=448, seed_resize_from_h=576,
+        restore_faces=True, seed_extras=True, subseed=99, subseed_strength=0.35, seed_resize_from_w=448, seed_resize_from_h=576,
         enable_hr=True, hr_scale=1.75, hr_resize_x=0, hr_resize_y=0, hr_second_pass_steps=10,
         hr_upscaler="Latent (bicubic antialiased)", hr_sampler_name="Euler", hr_scheduler="Uniform",
         hr_prompt="a castle, fine detail", hr_negative_prompt="lowres, blur", denoising_strength=0.45)
@@ -147,6 +165,7 @@ def test_png_info_sets_back_what_the_text_leaves_out():
     assert notes == []
     assert (fields["sampler_name"], fields["scheduler"]) == ("DPM++ 2M", "Exponential")
     assert fields["tiling"] is False and fields["enable_hr"] is False and fields["seed_extras"] is False
+    assert fields["restore_faces"] is False  # no "Face restoration": the box is unticked, as A1111 does
     assert fields["subseed_strength"] == 0 and fields["seed_resize_from_w"] == 0 and "subseed" not in fields
     fields, _ = _plan(parse_infotext("a cat\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 64x64"))
     assert (fields["sampler_name"], fields["scheduler"]) == ("Euler a", "Automatic")
@@ -186,6 +205,40 @@ def test_every_field_sent_has_a_control(engine):
     assert panel.hires.accordion.open is False and panel.variation.row.visible is False
 
 
+def test_png_info_says_when_restore_faces_will_not_restore_as_the_picture_did():
+    params = parse_infotext("a face\nSteps: 20, Sampler: Euler, CFG scale: 7, Seed: 1, Face restoration: CodeFormer, Size: 64x64")
+    fields, notes = _plan(params, face_restorers=["CodeFormer", "GFPGAN"])
+    assert fields["restore_faces"] is True and notes == []  # the first installed one is the picture's
+    fields, notes = _plan(params, face_restorers=["GFPGAN"])
+    assert fields["restore_faces"] is True and len(notes) == 1 and "uses GFPGAN" in notes[0] and "CodeFormer" in notes[0]
+    fields, notes = _plan(params, face_restorers=[])
+    assert fields["restore_faces"] is True  # ticked as the picture was; Generate says what to install
+    assert len(notes) == 1 and "no face restorer is installed" in notes[0]
+    assert "models/GFPGAN" in notes[0] and "models/Codeformer" in notes[0]
+
+
+def test_every_generate_tab_has_a_restore_faces_checkbox_beside_tiling(engine):
+    import gradio as gr
+
+    from studio.service import JobService
+    from studio.ui import img2img, inpaint, txt2img
+    from studio.ui.streaming import Services, Session
+
+    services = Services(JobService.for_operator(engine))
+    with gr.Blocks():
+        session = gr.State(Session())
+        panels = [module.build(services, session) for module in (txt2img, img2img, inpaint)]
+    for panel in panels:
+        box = panel.restore_faces
+        assert isinstance(box, gr.Checkbox) and box.label == "Restore faces" and box.value is False
+        assert box.elem_id == f"{panel.tab}-restore-faces"
+        assert box.info == "none installed"  # this module's engine has no restorer
+        inputs = panel.parameter_inputs()  # the handlers take it right after Tiling
+        assert inputs.index(box) == inputs.index(panel.tiling) + 1
+        assert panel.controls()["restore_faces"] is box  # PNG info's send reaches it
+    assert options.restore_faces_info(["CodeFormer", "GFPGAN"]) == "with CodeFormer"
+
+
 # ---- through the UI's API (the whole studio, the tiny model)
 
 
@@ -200,7 +253,7 @@ def client(engine):
 
 A1111_NAMES = {"scheduler", "subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h", "tiling", "enable_hr", "hr_scale",
                "hr_upscaler", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y", "hr_sampler_name", "hr_scheduler", "hr_prompt",
-               "hr_negative_prompt", "denoising_strength"}
+               "hr_negative_prompt", "denoising_strength", "restore_faces"}
 
 
 def test_the_txt2img_endpoint_has_a1111s_names_with_defaults(client):
@@ -209,9 +262,11 @@ def test_the_txt2img_endpoint_has_a1111s_names_with_defaults(client):
     assert A1111_NAMES <= set(params)
     assert all(params[name]["parameter_has_default"] for name in A1111_NAMES)
     assert params["enable_hr"]["parameter_default"] is False and params["hr_upscaler"]["parameter_default"] == "Latent"
+    assert params["restore_faces"]["parameter_default"] is False and params["restore_faces"]["label"] == "Restore faces"
     for endpoint in ("/img2img", "/inpaint"):
-        names = {p["parameter_name"] for p in api[endpoint]["parameters"]}
-        assert {"scheduler", "tiling"} <= names and "enable_hr" not in names and "subseed" not in names
+        params = {p["parameter_name"]: p for p in api[endpoint]["parameters"]}
+        assert {"scheduler", "tiling", "restore_faces"} <= set(params) and "enable_hr" not in params and "subseed" not in params
+        assert params["restore_faces"]["parameter_default"] is False and params["restore_faces"]["label"] == "Restore faces"
 
 
 def _final_image(result) -> tuple[Image.Image, str]:
@@ -242,3 +297,22 @@ def test_txt2img_schedule_type_variation_and_tiling_through_the_api(client):
     with pytest.raises(Exception) as raised:
         client.predict(api_name="/txt2img", prompt="x", steps=2, width=64, height=64, sampler_name="Euler a", scheduler="Karras")
     assert "Karras" in str(raised.value) and "Traceback" not in str(raised.value)
+
+
+@pytest.mark.parametrize("endpoint", ["/txt2img", "/img2img"])
+def test_restore_faces_without_a_restorer_says_what_to_install(client, endpoint, tmp_path):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    from tests.ui_support import make_input_png
+
+    image = dict(init_image=handle_file(str(make_input_png(tmp_path / "in.png")))) if endpoint == "/img2img" else {}
+    with pytest.raises(AppError) as raised:
+        client.predict(api_name=endpoint, prompt="a portrait", steps=2, width=64, height=64, restore_faces=True, **image)
+    message = str(raised.value)
+    assert "Restore faces is not available" in message
+    assert "models/GFPGAN" in message and "models/Codeformer" in message
+    assert "Traceback" not in message and str(tmp_path) not in message
+    # unticked, the same request runs
+    result = client.predict(api_name=endpoint, prompt="a portrait", steps=2, width=64, height=64, restore_faces=False, **image)
+    assert "Face restoration" not in result[3]

@@ -176,3 +176,16 @@ def test_clear_mask_keeps_the_image():
     init, mask = inpaint.mask_from_editor(cleared)
     assert init is not None and mask.getbbox() is None
     assert isinstance(inpaint.without_mask(None), type(gr.skip()))
+
+
+def test_aspect_presets_keep_about_the_models_area_in_multiples_of_8():
+    from studio.ui.panel import preset_size
+
+    assert preset_size(512, 1, 1, 2048) == (512, 512)
+    assert preset_size(512, 3, 2, 2048) == (624, 416)
+    assert preset_size(512, 2, 3, 2048) == (416, 624)
+    assert preset_size(1024, 16, 9, 2048) == (1368, 768)
+    assert preset_size(1024, 9, 16, 1024) == (768, 1024)  # within the server's largest side
+    for across, down in ((3, 2), (16, 9)):
+        width, height = preset_size(768, across, down, 4096)
+        assert width % 8 == height % 8 == 0 and abs(width * height / 768**2 - 1) < 0.03

@@ -139,6 +139,8 @@ def test_gradios_other_routes_are_closed_and_monitoring_is_for_admins(server):
             assert bob.get(path).status_code == 404, path
         assert bob.get("/monitoring").status_code == 404
         assert alice.get("/monitoring").status_code != 404
+        # The footer keeps "Use via API"; Gradio's developer Settings and Runs pages are not offered.
+        assert bob.get("/config").json()["footer_links"] == ["api", "gradio"]
 
 
 # ---- finding 3, on the UI's side: one rule for models

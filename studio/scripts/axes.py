@@ -120,6 +120,14 @@ def _schedule(context, value: str) -> Optional[str]:
     return None if key in (None, "automatic") else dict(SCHEDULE_TYPES)[key]
 
 
+def _face_restore(request: GenerationRequest, value: str, values: list, img2img: bool) -> GenerationRequest:
+    """A1111's apply_face_restore: CodeFormer or GFPGAN restores with that one; true/yes/y/1 with the chosen one."""
+    wanted = value.strip().lower()
+    named = {"codeformer": "CodeFormer", "gfpgan": "GFPGAN"}.get(wanted)
+    active = named is not None or wanted in ("true", "yes", "y", "1")
+    return replace(request, restore_faces=active, face_restorer=named or request.face_restorer)
+
+
 SUPPORTED: dict[str, Axis] = {axis.label: axis for axis in (
     Axis("Nothing", "nothing", lambda request, value, values, img2img: request, label_style="nothing"),
     Axis("Seed", "int", _field("seed")),
@@ -141,6 +149,7 @@ SUPPORTED: dict[str, Axis] = {axis.label: axis for axis in (
          prepare=lambda context, value: context.hires_upscaler(value)),
     Axis("VAE", "str", _field("vae"), choices=True, cost=0.7, prepare=lambda context, value: context.vae(value)),
     Axis("Styles", "str", _styles, choices=True),
+    Axis("Face restore", "str", _face_restore),
     Axis("Size", "str", _size, prepare=_parse_size),
 )}
 

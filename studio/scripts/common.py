@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional, Sequence
 from PIL import Image
 
 from ..contract import GenerationRequest, RequestError, SavedImage
+from ..faces import NONE_INSTALLED
 from ..validation import validate
 
 MAX_SCRIPT_IMAGES = 100  # the most pictures one script call may generate (grids not counted)
@@ -80,6 +81,8 @@ class PlanContext:
             validate(request, self.service.settings)
             if request.enable_hr:
                 self.hires_upscaler(request.hr_upscaler)
+            if request.restore_faces and not self.service.face_restorers():
+                raise RequestError(NONE_INSTALLED)
         except RequestError as exc:
             raise RequestError(f"{where}{exc}" if where else str(exc)) from None
         return request

@@ -94,8 +94,6 @@ def parse_line(line: str) -> dict[str, Any]:
 
 def _line_request(context: PlanContext, base: GenerationRequest, fields: dict, position: str) -> GenerationRequest:
     fields = dict(fields)
-    if fields.pop("restore_faces", False):
-        raise RequestError("--restore_faces true needs a face restorer, which this server does not have.")
     resize = (fields.pop("seed_resize_from_w", -1), fields.pop("seed_resize_from_h", -1))
     if resize[0] > 0 and resize[1] > 0:
         fields["seed_resize_from"] = resize

@@ -13,8 +13,10 @@ from typing import Optional
 
 import gradio as gr
 
-from . import extras, img2img, inpaint, networks, options, png_info, script_panel, step_previews, txt2img
+from . import extras, gallery, img2img, inpaint, networks, options, png_info, script_panel, step_previews, txt2img
 from studio.contract import LOCAL_USER
+from studio.metadata import parse_infotext
+from studio.history import History
 
 from .panel import Panel
 from .streaming import SILENT, TELLING, Services, Session
@@ -36,7 +38,18 @@ CSS = """
 .studio-downloads { margin: 1.9em 0 0.2em; padding-left: 1.2em; font-size: 0.9em; }
 .studio-note { font-size: 0.9em; }
 .studio-note ul { margin: 0.2em 0; padding-left: 1.2em; }
-""" + networks.CSS + options.CSS + script_panel.CSS
+/* The job list under Generate: one line a job, its Skip and Cancel at the end. */
+.studio-jobs:empty { display: none; }
+.studio-job-title { font-size: 0.85em; color: var(--body-text-color-subdued); margin: 2px 0; }
+.studio-jobs ol { margin: 0; padding: 0; list-style: none; }
+.studio-jobs li { display: flex; gap: 8px; align-items: center; font-size: 0.9em; padding: 2px 0; }
+.studio-job-state { font-variant-numeric: tabular-nums; white-space: nowrap; min-width: 9em; }
+.studio-job-prompt { flex: 1; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; color: var(--body-text-color-subdued); }
+.studio-jobs button { border: 1px solid var(--border-color-primary); border-radius: 6px; padding: 0 8px; background: var(--button-secondary-background-fill); }
+/* Aspect presets and Swap: one slim row under Width and Height. */
+.studio-size-presets { gap: 6px !important; margin-top: -6px; }
+.studio-size-presets > button { flex: 0 0 auto !important; min-width: 52px !important; padding: 2px 10px; }
+""" + networks.CSS + options.CSS + script_panel.CSS + extras.CSS + gallery.CSS
 
 # On page load: the style sheet (so it applies however the server mounts the UI), and Ctrl+Enter (Cmd+Enter)
 # in a prompt box clicks that tab's Generate button; a Networks card's click puts its tag into that tab's prompt.
@@ -84,9 +97,97 @@ SHORTCUTS_JS = """
   sweep();
 __CARDS__
 __TXT__
+  // Gradio's gallery focuses its selected thumbnail when results arrive, and the browser scrolls the page to it: the
+  // page would jump when a job ends. A gallery focus that no click or key asked for gets the scroll position back.
+  let acted = 0, jumped = 0, steadyY = window.scrollY;
+  const inGallery = (el) => !!(el && el.closest && el.closest('.gallery-container, [id$="-gallery"]'));
+  // Only a click or key in a gallery (or Tab into it) asks for its focus: a Generate click does not.
+  for (const kind of ['pointerdown', 'keydown', 'touchstart']) document.addEventListener(kind, (e) => {
+    if (inGallery(e.target) || e.key === 'Tab') acted = Date.now(); }, true);
+  window.addEventListener('scroll', () => { if (Date.now() - jumped > 300) steadyY = window.scrollY; }, { passive: true });
+  document.addEventListener('focusin', (e) => {
+    if (Date.now() - acted < 800 || !inGallery(e.target)) return;
+    jumped = Date.now();
+    const y = steadyY;
+    window.scrollTo(window.scrollX, y);
+    requestAnimationFrame(() => window.scrollTo(window.scrollX, y));
+  }, true);
+  // The job list under Generate: this user's queued and running jobs (UI and API alike) from the studio's own route,
+  // each with Skip and Cancel; polled while the page is visible.
+  const esc = (t) => String(t).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
+  const jobRow = (j) => {
+    const state = j.status === 'running' ? (j.total ? `Step ${j.step}/${j.total}` : 'Starting')
+        : `Queued${j.position ? ' · position ' + j.position : ''}`;
+    return `<li data-job="${esc(j.id)}"><span class="studio-job-state">${state}${etaText(j.eta)}</span>`
+      + `<span class="studio-job-prompt" title="${esc(j.prompt)}">${esc(j.prompt || '(no prompt)')}</span>`
+      + '<button data-act="skip" title="Finish this job now, with its picture as it stands">Skip</button>'
+      + '<button data-act="cancel" title="Stop this job; it saves nothing">Cancel</button></li>';
+  };
+  const renderJobs = (jobs) => {
+    const html = jobs.length ? `<div class="studio-job-title">Your jobs (${jobs.length})</div><ol>${jobs.map(jobRow).join('')}</ol>` : '';
+    document.querySelectorAll('.studio-jobs').forEach((box) => { if (box.dataset.html !== html) { box.innerHTML = html; box.dataset.html = html; } });
+  };
+  const pollJobs = async () => {
+    if (document.visibilityState === 'visible' && document.querySelector('.studio-jobs')) {
+      try { const r = await fetch('studio/api/queue', { credentials: 'same-origin' }); if (r.ok) renderJobs((await r.json()).jobs || []); }
+      catch (e) { /* the next poll tries again */ }
+    }
+    setTimeout(pollJobs, 1500);
+  };
+  pollJobs();
+  document.addEventListener('click', (e) => {
+    const button = e.target.closest ? e.target.closest('.studio-jobs button[data-act]') : null;
+    if (!button) return;
+    button.disabled = true;
+    fetch(`studio/api/jobs/${encodeURIComponent(button.closest('li').dataset.job)}/${button.dataset.act}`,
+          { method: 'POST', credentials: 'same-origin' });
+  });
+  // Gradio's buttons take no tooltip: titles by id suffix, set as controls appear.
+  const titles = { '-dice': 'A random seed (-1): a new one for each image', '-recycle': 'The seed of the last image made here',
+                   '-cancel': "Stop this tab's job (Escape)", '-generate': 'Generate (Ctrl+Enter)' };
+  const entitle = () => { for (const [suffix, title] of Object.entries(titles))
+    document.querySelectorAll(`button[id$="${suffix}"]`).forEach((b) => { if (!b.title) b.title = title; }); };
+  new MutationObserver(entitle).observe(document.body, { childList: true, subtree: true });
+  entitle();
+  // A1111's Ctrl+Up/Down: the selection (or the word, or the "(…:w)" group at the cursor) gets 0.1 more or less
+  // emphasis, written as "(text:1.1)"; back at 1 the brackets go.
+  const weighted = /^\\(([\\s\\S]*):(-?\\d+(?:\\.\\d+)?)\\)$/;
+  const emphasise = (area, up) => {
+    const text = area.value;
+    let start = area.selectionStart, end = area.selectionEnd;
+    if (start === end) {
+      const open = text.lastIndexOf('(', start - 1), close = text.indexOf(')', start);
+      if (open >= 0 && close >= 0 && !text.slice(open + 1, start).includes(')') && weighted.test(text.slice(open, close + 1))) {
+        start = open; end = close + 1;
+      } else {
+        while (start > 0 && !/[\\s,()]/.test(text[start - 1])) start--;
+        while (end < text.length && !/[\\s,()]/.test(text[end])) end++;
+      }
+    } else if (text[start - 1] === '(') {  // the inside of a group selected: the group
+      const rest = text.slice(end).match(/^:(-?\\d+(?:\\.\\d+)?)\\)/);
+      if (rest) { start -= 1; end += rest[0].length; }
+    }
+    if (start === end) return;
+    const selected = text.slice(start, end), group = selected.match(weighted);
+    const inner = group ? group[1] : selected;
+    const weight = Math.round(((group ? parseFloat(group[2]) : 1) + (up ? 0.1 : -0.1)) * 100) / 100;
+    const replaced = weight === 1 ? inner : `(${inner}:${weight})`;
+    area.value = text.slice(0, start) + replaced + text.slice(end);
+    const from = weight === 1 ? start : start + 1;
+    area.setSelectionRange(from, from + inner.length);
+    area.dispatchEvent(new Event('input', { bubbles: true }));
+  };
   document.addEventListener('keydown', (e) => {
-    if (!(e.ctrlKey || e.metaKey) || e.key !== 'Enter') return;
     const box = e.target && e.target.closest ? e.target.closest('.studio-prompt') : null;
+    if ((e.ctrlKey || e.metaKey) && (e.key === 'ArrowUp' || e.key === 'ArrowDown') && box && e.target.tagName === 'TEXTAREA') {
+      e.preventDefault(); emphasise(e.target, e.key === 'ArrowUp'); return;
+    }
+    if (e.key === 'Escape' && !e.defaultPrevented && !(e.target && e.target.closest && e.target.closest('.dropdown, [role=listbox], dialog'))) {
+      const cancel = [...document.querySelectorAll('button[id$="-cancel"]')].find((b) => b.offsetParent !== null && !b.disabled);
+      if (cancel) cancel.click();
+      return;
+    }
+    if (!(e.ctrlKey || e.metaKey) || e.key !== 'Enter') return;
     if (!box || !box.id) return;
     const button = document.getElementById(box.id.split('-')[0] + '-generate');
     if (button) { e.preventDefault(); button.click(); }
@@ -141,6 +242,9 @@ def build_ui(job_service, *, files=None) -> gr.Blocks:
                 steps = step_previews.build(session)
             with gr.Tab("PNG info", id="pnginfo", elem_id="tab-pnginfo"):
                 info = png_info.build()
+            with gr.Tab("History", id="history", elem_id="tab-history") as history_tab:
+                hist = gallery.build(services, History(job_service.outputs),
+                                     lambda params, targets: _plan_send(job_service, params, targets))
         footer = gr.Markdown(footer_markdown(job_service), elem_classes=["studio-footer"], elem_id="studio-footer")
 
         for panel in (t2i, i2i, inp):
@@ -148,13 +252,26 @@ def build_ui(job_service, *, files=None) -> gr.Blocks:
         _wire_extras_sends(services, ext, tabs, i2i, inp, session, TELLING)
         extras.wire(services, ext, extras_tab, session)
         _wire_png_info(job_service, info, t2i, tabs, TELLING)
+        gallery.wire(hist, history_tab, tabs, {"txt2img": t2i, "img2img": i2i, "inpaint": inp}, blocks)
         steps_tab.select(steps["show_last"], [session, steps["view"]], [steps["slider"]] + steps["pictures"], **SILENT)
         def on_load(request: gr.Request):
             return footer_markdown(job_service) + user_markdown(request), banner_update(job_service)
 
         blocks.load(on_load, None, [footer, banner], **SILENT)
+        _wire_face_hints(job_service, blocks, [t2i, i2i, inp], ext)
         blocks.load(None, None, None, js=SHORTCUTS_JS, **SILENT)
     return blocks
+
+
+def _wire_face_hints(job_service, blocks: gr.Blocks, panels: list, ext: dict) -> None:
+    """Each page load says which face restorers are installed now (weights dropped into models/GFPGAN or
+    models/Codeformer since the studio started show up): under Restore faces, and in Extras."""
+    def hints():
+        names = options.face_restorer_names(job_service)
+        info = options.restore_faces_info(names)
+        return (*(gr.Checkbox(info=info) for _ in panels), extras.faces_hint(names))
+
+    blocks.load(hints, None, [p.restore_faces for p in panels] + [ext["faces_hint"]], **SILENT)
 
 
 def _banner_kwargs(job_service) -> dict:
@@ -169,19 +286,29 @@ def _wire_sends(services: Services, panel: Panel, tabs, i2i: Panel, inp: Panel, 
             raise gr.Error("No result to send yet: generate first.", print_exception=False)
         return image
 
-    def to_img2img(s: Session, prompt, negative, request: gr.Request):
-        picture = services.hand_over(request, chosen(s).path)
-        return gr.Tabs(selected="img2img"), picture, prompt, negative
+    i2i_targets, inp_targets = i2i.controls(), inp.controls()
 
-    def to_inpaint(s: Session, prompt, negative, request: gr.Request):
-        picture = services.hand_over(request, chosen(s).path)
+    def carried(image, targets: dict) -> list:
+        """The result's own parameters (prompts, seed, steps, sampler, size, CFG, networks, ...) for the target tab;
+        what cannot apply there is said."""
+        values, notes = _plan_send(services.job_service, parse_infotext(image.infotext or ""), targets)
+        if notes:
+            gr.Warning("Sent, but not everything applies here:<br>" + "<br>".join(f"• {html.escape(line)}" for line in notes),
+                       duration=15)
+        return [values.get(name, gr.skip()) for name in targets]
+
+    def to_img2img(s: Session, request: gr.Request):
+        image = chosen(s)
+        return (gr.Tabs(selected="img2img"), services.hand_over(request, image.path), *carried(image, i2i_targets))
+
+    def to_inpaint(s: Session, request: gr.Request):
+        image = chosen(s)
+        picture = services.hand_over(request, image.path)
         editor = {"background": picture, "layers": [], "composite": picture}
-        return gr.Tabs(selected="inpaint"), editor, prompt, negative
+        return (gr.Tabs(selected="inpaint"), editor, *carried(image, inp_targets))
 
-    panel.to_img2img.click(to_img2img, [session, panel.prompt, panel.negative_prompt],
-                           [tabs, i2i.extra["init_image"], i2i.prompt, i2i.negative_prompt], **private)
-    panel.to_inpaint.click(to_inpaint, [session, panel.prompt, panel.negative_prompt],
-                           [tabs, inp.extra["editor"], inp.prompt, inp.negative_prompt], **private)
+    panel.to_img2img.click(to_img2img, session, [tabs, i2i.extra["init_image"], *i2i_targets.values()], **TELLING)
+    panel.to_inpaint.click(to_inpaint, session, [tabs, inp.extra["editor"], *inp_targets.values()], **TELLING)
     def to_extras(s: Session, request: gr.Request):
         return gr.Tabs(selected="extras"), services.hand_over(request, chosen(s).path)
 
@@ -207,15 +334,9 @@ def _wire_png_info(job_service, info: dict, t2i: Panel, tabs, private) -> None:
     def send(params: dict):
         # `params` is the Parsed box's value, which the browser sends back: only its known keys are read, as text.
         params = params if isinstance(params, dict) else {}
-        loras, embeddings = networks.listing(job_service)
-        vaes = networks.vae_names(job_service)
-        upscalers = options.hires_upscaler_names(job_service)
-        fields, notes = png_info.plan_send(params, loras=loras, embeddings=embeddings, vaes=vaes[1:], upscalers=upscalers,
-                                           models=_offered_models(job_service), model_hashes=_model_hashes(job_service))
-        if not fields:
+        values, notes = _plan_send(job_service, params, targets)
+        if not values:
             raise gr.Error("No parameters to send: drop a PNG made by the studio or A1111.", print_exception=False)
-        values = {name: fields[name] if name in fields else gr.skip() for name in targets}
-        values.update(_send_updates(fields, vaes, upscalers, targets))
         # Toasts and the note render HTML: every part that came from the picture is escaped.
         lines = [html.escape(line) for line in notes]
         if notes:
@@ -227,6 +348,22 @@ def _wire_png_info(job_service, info: dict, t2i: Panel, tabs, private) -> None:
         return (gr.Tabs(selected="txt2img"), *values.values(), note)
 
     info["send"].click(send, info["table"], [tabs, *targets.values(), info["note"]], **private)
+
+
+def _plan_send(job_service, params: dict, targets: dict) -> tuple[dict, list[str]]:
+    """A picture's parsed parameters → (values for `targets`, one tab's controls by name, gr.skip() where the text says
+    nothing; what cannot be applied, one line each). No values when the text has none. PNG info's and History's sends."""
+    loras, embeddings = networks.listing(job_service)
+    vaes = networks.vae_names(job_service)
+    upscalers = options.hires_upscaler_names(job_service)
+    fields, notes = png_info.plan_send(params, loras=loras, embeddings=embeddings, vaes=vaes[1:], upscalers=upscalers,
+                                       models=_offered_models(job_service), model_hashes=_model_hashes(job_service),
+                                       face_restorers=options.face_restorer_names(job_service))
+    if not fields:
+        return {}, notes
+    values = {name: fields[name] if name in fields else gr.skip() for name in targets}
+    values.update(_send_updates(fields, vaes, upscalers, targets))
+    return values, notes
 
 
 def _send_updates(fields: dict, vaes: list, upscalers: list, targets: dict) -> dict:

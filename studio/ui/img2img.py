@@ -28,13 +28,13 @@ def build(services: Services, session: gr.State) -> Panel:
     fields = panel.parameter_inputs() + [panel.extra["init_image"], panel.extra["denoising_strength"]]
 
     def request_from(prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count, model,
-                     styles, clip_skip, vae, scheduler, tiling, init_image, denoising_strength) -> GenerationRequest:
+                     styles, clip_skip, vae, scheduler, tiling, restore_faces, init_image, denoising_strength) -> GenerationRequest:
         if init_image is None:
             raise gr.Error("Add an input image first (upload, paste or drop one).", print_exception=False)
         try:
             req = GenerationRequest(
                 **common_fields(prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count, model,
-                                styles, clip_skip, vae, scheduler, tiling),
+                                styles, clip_skip, vae, scheduler, tiling, restore_faces),
                 init_image=init_image,
                 denoising_strength=denoising_strength if denoising_strength is not None else 0.75,
             )
@@ -44,13 +44,13 @@ def build(services: Services, session: gr.State) -> Panel:
         return req
 
     async def img2img(prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count, model,
-                      styles, clip_skip, vae, scheduler, tiling, init_image, denoising_strength, script_name, script_args,
+                      styles, clip_skip, vae, scheduler, tiling, restore_faces, init_image, denoising_strength, script_name, script_args,
                       state: Session, request: gr.Request):
         """Image to image, and A1111's scripts (script_name: "X/Y/Z plot", "Prompt matrix", "Prompts from file or
         textbox", "SD upscale"; script_args: JSON, a list in A1111's order or an object by name). Streams (live preview,
         progress, gallery, parameters, downloads)."""
         req = request_from(prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count,
-                           model, styles, clip_skip, vae, scheduler, tiling, init_image, denoising_strength)
+                           model, styles, clip_skip, vae, scheduler, tiling, restore_faces, init_image, denoising_strength)
         try:
             script = api_script(script_name, script_args)
         except RequestError as exc:

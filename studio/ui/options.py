@@ -1,6 +1,6 @@
-"""The generate tabs' A1111 options beyond the basics: the Schedule type beside the sampler, Tiling, the variation
-seed (Seed's "Extra") and the Hires. fix accordion (Text to image only) — their controls, their wiring, and the
-request fields they become (plain functions: tests call them without a server)."""
+"""The generate tabs' A1111 options beyond the basics: the Schedule type beside the sampler, Tiling, Restore faces,
+the variation seed (Seed's "Extra") and the Hires. fix accordion (Text to image only) — their controls, their
+wiring, and the request fields they become (plain functions: tests call them without a server)."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ SAME_SAMPLER = "Use same sampler"  # A1111's hires choices
 SAME_SCHEDULER = "Use same scheduler"
 DEFAULT_UPSCALER = "Latent"
 MAX_HIRES_SCALE = 4.0  # studio.validation's limit
-DICE = "🎲"  # a seed's random (-1)
-RECYCLE = "♻️"  # a seed's last value
+DICE = "Random"  # a seed's random (-1); words, not emoji (no emoji font on many machines)
+RECYCLE = "Last"  # a seed's last value
 
 
 # ---- request fields from control values (raise RequestError with a message for the user)
@@ -58,12 +58,37 @@ def schedule_choice(value: Any, same: str = AUTOMATIC) -> Optional[str]:
     return value.strip()
 
 
-def tiling_choice(value: Any) -> bool:
+def flag_choice(value: Any, name: str) -> bool:
+    """A checkbox's value: nothing is off; anything but true or false is refused."""
     if value is None or value == "":
         return False
     if not isinstance(value, bool):
-        raise RequestError("tiling must be true or false.")
+        raise RequestError(f"{name} must be true or false.")
     return value
+
+
+def tiling_choice(value: Any) -> bool:
+    return flag_choice(value, "tiling")
+
+
+def restore_faces_choice(value: Any) -> bool:
+    return flag_choice(value, "restore_faces")
+
+
+def face_restorer_names(job_service) -> list[str]:
+    """The face restorers installed now (A1111's /sdapi/v1/face-restorers names, in its order: the first is the one
+    Restore faces uses); [] when none is, or when the listing fails (the engine still says what is missing)."""
+    try:
+        entries = job_service.face_restorers()
+        return [entry["name"] for entry in entries if isinstance(entry, dict) and isinstance(entry.get("name"), str)]
+    except Exception:  # a tab must not go down with the weights folders
+        log.exception("Listing the face restorers failed")
+        return []
+
+
+def restore_faces_info(names: list[str]) -> str:
+    """The line under Restore faces: the restorer it uses, or that none is installed."""
+    return f"with {names[0]}" if names else "none installed"
 
 
 def variation_fields(subseed: Any = -1, subseed_strength: Any = 0.0, seed_resize_from_w: Any = 0,
@@ -185,8 +210,8 @@ def variation_row(tab: str, extras: gr.Checkbox, max_size: int) -> Variation:
     with gr.Column(visible=False, elem_id=f"{tab}-variation", elem_classes=["studio-variation"]) as row:
         with gr.Row(elem_classes=["studio-seed-row"]):
             subseed = gr.Number(value=-1, precision=0, label="Variation seed (-1 = random)", elem_id=f"{tab}-subseed", min_width=140, scale=3)
-            dice = gr.Button(DICE, min_width=48, scale=0, elem_id=f"{tab}-subseed-dice", elem_classes=["studio-tool"])
-            recycle = gr.Button(RECYCLE, min_width=48, scale=0, elem_id=f"{tab}-subseed-recycle", elem_classes=["studio-tool"])
+            dice = gr.Button(DICE, min_width=72, scale=0, elem_id=f"{tab}-subseed-dice", elem_classes=["studio-tool"])
+            recycle = gr.Button(RECYCLE, min_width=72, scale=0, elem_id=f"{tab}-subseed-recycle", elem_classes=["studio-tool"])
             strength = gr.Slider(0, 1, value=0, step=0.01, label="Variation strength", elem_id=f"{tab}-subseed-strength", scale=4, min_width=200)
         with gr.Row():
             resize_w = gr.Slider(0, max_size, value=0, step=8, label="Resize seed from width", info="0 = off",
@@ -310,8 +335,17 @@ def wire_hires(job_service, h: Hires, sampler: gr.Dropdown, width: gr.Slider, he
 
 CSS = """
 .studio-hires-size { color: var(--body-text-color-subdued); font-variant-numeric: tabular-nums; padding: 6px 2px; }
-/* Seed rows, as A1111's: the number, then square 🎲 / ♻️ buttons level with its box, then Extra. */
+/* Seed rows, as A1111's: the number, then Random / Last buttons level with its box, then Extra. */
 .studio-seed-row { align-items: flex-end; }
-.studio-seed-row > .studio-tool { flex: 0 0 48px !important; height: 42px; margin-bottom: 2px; font-size: 1.15em; padding: 0; }
+.studio-seed-row > .studio-tool { flex: 0 0 72px !important; height: 42px; margin-bottom: 2px; padding: 0 6px; font-size: 0.9em; font-weight: 500; }
 .studio-seed-row > .studio-seed-extras { flex: 0 0 96px !important; width: 96px; align-self: flex-end; margin-bottom: 10px; }
+/* Tiling and Restore faces stacked in one box beside Model and VAE, each with its line under its label. */
+.studio-flags { gap: 6px !important; justify-content: center; padding: 8px 12px !important;
+                background: var(--block-background-fill); border: var(--block-border-width) solid var(--block-border-color);
+                border-radius: var(--block-radius); box-shadow: var(--block-shadow); }
+.studio-flags > .block { padding: 0 !important; border: none !important; background: none !important; box-shadow: none !important; }
+.studio-flags > .block .info-text { margin: 0; padding-left: 24px; line-height: 1.2; }
+/* Inpainting: the mask brush has one fixed colour (translucent white), so the editor's Color tool is a blank button
+   with one white swatch: hidden */
+#inpaint-editor button[aria-label="Color"] { display: none !important; }
 """

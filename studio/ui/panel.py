@@ -14,9 +14,9 @@ from studio.validation import MAX_PROMPT_CHARS
 from studio.samplers import DEFAULT_SAMPLER, sampler_names
 
 from .networks import AUTOMATIC_VAE, embedding_vectors, listing, networks_html, style_names, vae_names
-from .options import (AUTOMATIC_SCHEDULE, DICE, RECYCLE, Hires, Variation, hires_accordion, schedule_types, schedule_update,
-                      variation_row, wire_hires, wire_variation)
-from .streaming import GENERATE_QUEUE, SILENT, TELLING, Session, cancel_job
+from .options import (AUTOMATIC_SCHEDULE, DICE, RECYCLE, Hires, Variation, face_restorer_names, hires_accordion,
+                      restore_faces_info, schedule_types, schedule_update, variation_row, wire_hires, wire_variation)
+from .streaming import GENERATE_QUEUE, SILENT, TELLING, Session, cancel_job, skip_job
 from .tokens import counter_for, token_counter_html
 
 MAX_CLIP_SKIP = 12
@@ -46,6 +46,7 @@ class Panel:
     batch_count: gr.Slider
     model: gr.Dropdown
     generate: gr.Button
+    skip: gr.Button
     cancel: gr.Button
     preview: gr.HTML
     progress: gr.HTML
@@ -65,6 +66,7 @@ class Panel:
     extra: dict
     scheduler: gr.Dropdown
     tiling: gr.Checkbox
+    restore_faces: gr.Checkbox
     variation: Optional[Variation] = None  # Text to image only
     hires: Optional[Hires] = None  # Text to image only
     scripts: Any = None  # the Script dropdown and its boxes (script_panel.ScriptPanel): Text to image, Image to image
@@ -73,7 +75,7 @@ class Panel:
         """In the order of the handlers' A1111-named parameters (see txt2img.txt2img_request and common_fields)."""
         return [self.prompt, self.negative_prompt, self.sampler_name, self.steps, self.cfg_scale, self.width,
                 self.height, self.seed, self.batch_size, self.batch_count, self.model, self.styles, self.clip_skip, self.vae,
-                self.scheduler, self.tiling]
+                self.scheduler, self.tiling, self.restore_faces]
 
     def outputs(self) -> list:
         return [self.preview, self.progress, self.gallery, self.infotext, self.downloads]
@@ -82,7 +84,7 @@ class Panel:
         """Every setting a PNG's parameters can fill, by its A1111 API name (PNG info's send)."""
         found = {name: getattr(self, name) for name in ("prompt", "negative_prompt", "sampler_name", "scheduler", "steps",
                                                          "cfg_scale", "seed", "width", "height", "clip_skip", "vae", "model",
-                                                         "tiling")}
+                                                         "tiling", "restore_faces")}
         if self.variation is not None:
             v = self.variation
             found.update(seed_extras=v.extras, subseed=v.subseed, subseed_strength=v.subseed_strength,
@@ -166,9 +168,38 @@ def _prompt_controls(job_service, tab: str, counter) -> dict:
                 styles=styles, clip_skip=clip_skip, networks=networks, networks_list=networks_list, networks_refresh=networks_refresh)
 
 
+ASPECTS = (("1:1", 1, 1), ("3:2", 3, 2), ("2:3", 2, 3), ("16:9", 16, 9), ("9:16", 9, 16))
+PRESET_FALLBACK = 512  # the side presets start from when no model is loaded yet
+
+
+def preset_size(base: int, across: int, down: int, max_size: int) -> tuple[int, int]:
+    """width × height in the aspect across:down with about the area of base × base, in multiples of 8."""
+    ratio = (across / down) ** 0.5
+    width, height = (max(MIN_SIZE, min(max_size, round(base * r / 8) * 8)) for r in (ratio, 1 / ratio))
+    return width, height
+
+
+def model_size_hint(job_service, size_label: str) -> str:
+    """The size line, naming the loaded model's real default size."""
+    size = job_service.info().default_size
+    return size_label if size is None else size_label.replace("the model's default size", f"the model's size ({size}×{size})")
+
+
+def _size_presets(job_service, tab: str, width: gr.Slider, height: gr.Slider) -> None:
+    """Aspect buttons (about the model's own area) and Swap, under Width and Height."""
+    max_size = job_service.settings.max_size
+    with gr.Row(elem_classes=["studio-size-presets"]):
+        for label, across, down in ASPECTS:
+            button = gr.Button(label, size="sm", min_width=48, elem_id=f"{tab}-aspect-{across}x{down}")
+            button.click(lambda a=across, d=down: preset_size(job_service.info().default_size or PRESET_FALLBACK, a, d, max_size),
+                         None, [width, height], **SILENT)
+        swap = gr.Button("Swap", size="sm", min_width=60, elem_id=f"{tab}-size-swap")
+        swap.click(lambda w, h: (h, w), [width, height], [width, height], **SILENT)
+
+
 def _settings_controls(job_service, tab: str, size_label: str, txt2img_options: bool) -> dict:
     """Sampler and Schedule type, steps, size (then Hires. fix), CFG and seed (then its Extra row), batch, model, VAE,
-    Tiling: A1111's order."""
+    Tiling, Restore faces: A1111's order (its Restore faces sat beside Tiling)."""
     info, settings = job_service.info(), job_service.settings
     models = job_service.models() or [info.model]
     if info.model and info.model not in models:
@@ -180,8 +211,10 @@ def _settings_controls(job_service, tab: str, size_label: str, txt2img_options: 
                                 elem_id=f"{tab}-scheduler", min_width=160)
         steps = gr.Slider(1, settings.max_steps, value=20, step=1, label="Steps", elem_id=f"{tab}-steps", min_width=160)
     with gr.Row():
+        size_label = model_size_hint(job_service, size_label)
         width = gr.Slider(0, settings.max_size, value=0, step=8, label="Width", info=size_label, elem_id=f"{tab}-width")
         height = gr.Slider(0, settings.max_size, value=0, step=8, label="Height", info=size_label, elem_id=f"{tab}-height")
+    _size_presets(job_service, tab, width, height)
     hires = hires_accordion(job_service, tab, settings) if txt2img_options else None
     with gr.Row():
         cfg_scale = gr.Slider(0, 30, value=7.0, step=0.5, label="CFG scale", elem_id=f"{tab}-cfg", min_width=160)
@@ -190,23 +223,30 @@ def _settings_controls(job_service, tab: str, size_label: str, txt2img_options: 
                                 min_width=160)
     with gr.Row(elem_classes=["studio-seed-row"]):
         seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)", elem_id=f"{tab}-seed", min_width=140, scale=4)
-        dice = gr.Button(DICE, min_width=48, scale=0, elem_id=f"{tab}-dice", elem_classes=["studio-tool"])
-        recycle = gr.Button(RECYCLE, min_width=48, scale=0, elem_id=f"{tab}-recycle", elem_classes=["studio-tool"])
+        dice = gr.Button(DICE, min_width=72, scale=0, elem_id=f"{tab}-dice", elem_classes=["studio-tool"])
+        recycle = gr.Button(RECYCLE, min_width=72, scale=0, elem_id=f"{tab}-recycle", elem_classes=["studio-tool"])
         extras = (gr.Checkbox(False, label="Extra", elem_id=f"{tab}-seed-extras", min_width=90, scale=0, container=False,
                               elem_classes=["studio-seed-extras"]) if txt2img_options else None)
     variation = variation_row(tab, extras, settings.max_size) if txt2img_options else None
     with gr.Row(equal_height=True):
         model = gr.Dropdown(models, value=info.model or None, label="Model", allow_custom_value=True, elem_id=f"{tab}-model", scale=3)
         vae = gr.Dropdown(vae_names(job_service), value=AUTOMATIC_VAE, label="VAE", elem_id=f"{tab}-vae", allow_custom_value=True, scale=3)
-        tiling = gr.Checkbox(False, label="Tiling", info="seamless", elem_id=f"{tab}-tiling", scale=1, min_width=100)
+        # The two checkboxes stacked beside the dropdowns: the row stays one line high and the dropdowns wide.
+        with gr.Column(scale=1, min_width=150, elem_classes=["studio-flags"]):
+            tiling = gr.Checkbox(False, label="Tiling", info="seamless", elem_id=f"{tab}-tiling", container=False)
+            # Its line says which restorer it uses (refreshed on page load: studio.ui._wire_face_hints); the engine
+            # refuses the job, naming the folders, when none is installed.
+            restore_faces = gr.Checkbox(False, label="Restore faces", info=restore_faces_info(face_restorer_names(job_service)),
+                                        elem_id=f"{tab}-restore-faces", container=False)
     return dict(sampler_name=sampler_name, scheduler=scheduler, steps=steps, width=width, height=height, cfg_scale=cfg_scale,
                 seed=seed, dice=dice, recycle=recycle, batch_size=batch_size, batch_count=batch_count, model=model, vae=vae,
-                tiling=tiling, variation=variation, hires=hires)
+                tiling=tiling, restore_faces=restore_faces, variation=variation, hires=hires)
 
 
 def _output_controls(tab: str) -> dict:
     with gr.Row():
         generate = gr.Button("Generate", variant="primary", elem_id=f"{tab}-generate", elem_classes=["studio-generate"])
+        skip = gr.Button("Skip", elem_id=f"{tab}-skip", min_width=80, scale=0)
         cancel = gr.Button("Cancel", variant="stop", elem_id=f"{tab}-cancel")
     progress = gr.HTML("", elem_id=f"{tab}-progress", elem_classes=["studio-quiet"])
     # Filled by the browser from the studio's live stream (server-sent events), not by Gradio per step.
@@ -216,13 +256,16 @@ def _output_controls(tab: str) -> dict:
     gallery = gr.Gallery(label="Results", format="png", columns=4, height=420, object_fit="contain", preview=True, selected_index=0,
                          interactive=False, elem_id=f"{tab}-gallery")
     with gr.Row():  # one row of four: narrower than Gradio's 160 px each, so they fit beside each other
-        reuse_seed = gr.Button(f"{RECYCLE} Reuse seed", size="sm", min_width=100, elem_id=f"{tab}-reuse-seed")
+        reuse_seed = gr.Button("Reuse seed", size="sm", min_width=100, elem_id=f"{tab}-reuse-seed")
         to_img2img = gr.Button("→ Image to image", size="sm", min_width=120, elem_id=f"{tab}-to-img2img")
         to_inpaint = gr.Button("→ Inpainting", size="sm", min_width=100, elem_id=f"{tab}-to-inpaint")
         to_extras = gr.Button("→ Extras", size="sm", min_width=80, elem_id=f"{tab}-to-extras")
     infotext = gr.Textbox(label="Parameters", lines=3, interactive=False, buttons=["copy"], elem_id=f"{tab}-infotext")
     downloads = gr.HTML("", label="Download PNG (with parameters)", show_label=True, container=True, elem_id=f"{tab}-files")
-    return dict(generate=generate, cancel=cancel, progress=progress, preview=preview, gallery=gallery, reuse_seed=reuse_seed,
+    # This user's queued and running jobs, each with Skip and Cancel: drawn by the browser from /studio/api/queue.
+    # Last in the column, so that the list growing or emptying moves nothing above it.
+    gr.HTML("<div class='studio-jobs'></div>", elem_id=f"{tab}-jobs", elem_classes=["studio-quiet"])
+    return dict(generate=generate, skip=skip, cancel=cancel, progress=progress, preview=preview, gallery=gallery, reuse_seed=reuse_seed,
                 to_img2img=to_img2img, to_inpaint=to_inpaint, to_extras=to_extras, infotext=infotext, downloads=downloads)
 
 
@@ -272,6 +315,7 @@ def _wire_local(job_service, p: Panel, session: gr.State, counter) -> None:
 
     p.reuse_seed.click(reuse, session, p.seed, **TELLING)
     p.cancel.click(lambda s: cancel_job(job_service, s, p.tab), session, p.progress, **hidden)
+    p.skip.click(lambda s: skip_job(job_service, s, p.tab), session, p.progress, **hidden)
 
 
 def check_vae(job_service, vae: Optional[str]) -> None:
@@ -332,6 +376,7 @@ def generate_listener(p: Panel, fn, inputs: list, api_name: str, trigger=None, *
         concurrency_id=GENERATE_QUEUE,
         concurrency_limit=GENERATE_CONCURRENCY,
         show_progress="hidden",
-        **kwargs,
+        # A click during a job queues another (the job list shows both): Gradio's default would ignore the click.
+        **{"trigger_mode": "multiple", **kwargs},
     )
 

@@ -23,7 +23,7 @@ SCHEDULE_LABELS = dict(SCHEDULE_TYPES)
 # Infotext keys the send applies, or that only describe the picture (hashes, version): never reported as ignored.
 HANDLED = frozenset({"Prompt", "Negative prompt", "Steps", "Sampler", "Schedule type", "CFG scale", "Seed", "Size", "Size-1",
                      "Size-2", "Model", "Model hash", "VAE", "VAE hash", "Clip skip", "Lora hashes", "TI hashes", "Version",
-                     "Variation seed", "Variation seed strength", "Seed resize from", "Tiling"})
+                     "Variation seed", "Variation seed strength", "Seed resize from", "Tiling", "Face restoration"})
 # The hires fix's fields (with them, "Denoising strength" is the second pass's, as A1111 writes it for text to image).
 HIRES_KEYS = ("Hires upscale", "Hires resize", "Hires steps", "Hires upscaler", "Hires sampler", "Hires schedule type",
               "Hires prompt", "Hires negative prompt")
@@ -105,15 +105,17 @@ def _quoted(names) -> str:
 
 
 def plan_send(params: dict, *, loras: list, embeddings: Optional[dict], vaes: list[str], models: list[str],
-              model_hashes: Optional[dict] = None, upscalers: Optional[list[str]] = None) -> tuple[dict[str, Any], list[str]]:
+              model_hashes: Optional[dict] = None, upscalers: Optional[list[str]] = None,
+              face_restorers: Optional[list[str]] = None) -> tuple[dict[str, Any], list[str]]:
     """(values for the Text to image controls by their A1111 API names, what cannot be applied — one line each,
     saying what to do).
 
     Beyond to_fields: the sampler and its Schedule type, clip skip (A1111 leaves it out at 1), the VAE ("Automatic"
     when the text names none), the model when it is one offered here (by name, or by its hash among the loaded
-    models), Tiling, the variation seed and the hires fix — a setting the text leaves out is set back to off, as
-    A1111 does. loras: service.loras(); embeddings: service.embeddings(); vaes: VAE names; models: the models
-    offered; upscalers: service.hires_upscalers() (None: not checked)."""
+    models), Tiling, Restore faces ("Face restoration: GFPGAN"), the variation seed and the hires fix — a setting the
+    text leaves out is set back to off, as A1111 does. loras: service.loras(); embeddings: service.embeddings(); vaes:
+    VAE names; models: the models offered; upscalers: service.hires_upscalers(); face_restorers: the installed ones'
+    names, the one Restore faces uses first (None: not checked)."""
     fields = to_fields(params)
     notes: list[str] = []
     if not fields:
@@ -128,6 +130,7 @@ def plan_send(params: dict, *, loras: list, embeddings: Optional[dict], vaes: li
         else:
             fields["model"] = match
     fields["tiling"] = str(params.get("Tiling", "")).strip().lower() == "true"
+    _restore_faces(params, fields, notes, face_restorers)
     _variation(params, fields, notes)
     hires = _hires(params, fields, notes, upscalers)
     notes += _network_notes(params, loras, embeddings)
@@ -137,6 +140,22 @@ def plan_send(params: dict, *, loras: list, embeddings: Optional[dict], vaes: li
         shown = ", ".join(str(key) for key in ignored[:12]) + (" …" if len(ignored) > 12 else "")
         notes.append(f"Not applied (Text to image has no such setting): {shown}.")
     return fields, notes
+
+
+def _restore_faces(params: dict, fields: dict, notes: list[str], installed: Optional[list[str]]) -> None:
+    """A1111 writes "Face restoration: GFPGAN" (or CodeFormer) when it restored faces: Restore faces is ticked then,
+    and off without it. The studio has no restorer choice of its own: it uses the first installed one."""
+    fields["restore_faces"] = "Face restoration" in params
+    if not fields["restore_faces"] or installed is None:
+        return
+    wanted = str(params["Face restoration"]).strip()
+    if not installed:
+        notes.append(f"Face restoration “{wanted:.100}”: Restore faces is ticked, but no face restorer is installed here, "
+                     "so generating will say what to install (GFPGAN weights in models/GFPGAN, or CodeFormer's in "
+                     "models/Codeformer); untick it to generate without.")
+    elif wanted.lower() != installed[0].lower():
+        notes.append(f"Face restoration “{wanted:.100}”: Restore faces here uses {installed[0]}, so faces may come out "
+                     "differently.")
 
 
 def _split_sampler(name: Any, schedule: Any) -> Optional[tuple[str, str]]:

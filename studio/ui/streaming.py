@@ -166,9 +166,10 @@ async def stream_job(generation: Services, session: Session, tab: str, request: 
     the engine's fair queue.
 
     Bad requests raise gr.Error with the engine's message; a failed job raises gr.Error with its message."""
-    if busy(session, tab):
-        raise gr.Error("This tab is already generating: wait for it or press Cancel.", print_exception=False)
-    try:
+    script = session.scripts.get(tab)
+    if script is not None and not script.finished:
+        raise gr.Error("This tab is running a script: wait for it or press Cancel.", print_exception=False)
+    try:  # a job already running here is not in the way: this one queues behind it (the job list shows both)
         job = generation.submit(request, gr_request)
     except (RequestError, QueueFullError) as exc:
         raise gr.Error(str(exc), print_exception=False) from None
@@ -227,6 +228,19 @@ def busy(session: Session, tab: str) -> bool:
     """Whether this tab runs a job or a script now."""
     running, script = session.jobs.get(tab), session.scripts.get(tab)
     return (running is not None and not running.done) or (script is not None and not script.finished)
+
+
+def skip_job(job_service, session: Optional[Session], tab: str) -> Any:
+    """Finish this session's job on this tab early (A1111's Skip): it ends with its images as they stand, which are
+    saved and shown like any result. A script's running cell is skipped the same way; the script goes on."""
+    script = session.scripts.get(tab) if session is not None else None
+    job = session.jobs.get(tab) if session is not None else None
+    if job is None and script is not None and not script.finished:
+        job = script.current()[1]
+    if job is None or job.done:
+        return progress_html("Nothing to skip")
+    job_service.skip(job.owner, job)
+    return progress_html("Skipping: finishing with the picture as it stands…")
 
 
 def cancel_job(job_service, session: Optional[Session], tab: str) -> Any:

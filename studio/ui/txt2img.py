@@ -11,7 +11,7 @@ from studio.contract import GenerationRequest, RequestError
 from studio.samplers import DEFAULT_SAMPLER
 
 from .networks import AUTOMATIC_VAE
-from .options import DEFAULT_UPSCALER, hires_fields, schedule_choice, tiling_choice, variation_fields
+from .options import DEFAULT_UPSCALER, hires_fields, restore_faces_choice, schedule_choice, tiling_choice, variation_fields
 from .panel import Panel, build_panel, check_vae, generate_listener, size, whole
 from .script_panel import api_script, build_script_panel
 from .script_runs import generate
@@ -42,9 +42,10 @@ def vae_choice(vae) -> Optional[str]:
 
 
 def common_fields(prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count, model,
-                  styles=(), clip_skip=1, vae=None, scheduler=None, tiling=False) -> dict:
+                  styles=(), clip_skip=1, vae=None, scheduler=None, tiling=False, restore_faces=False) -> dict:
     """The request fields every generate tab shares, from UI/API values (raises RequestError). scheduler: A1111's
-    Schedule type ("Automatic" or None: the sampler's own)."""
+    Schedule type ("Automatic" or None: the sampler's own). restore_faces: the engine's first installed restorer (it
+    refuses the job, naming the folders, when none is)."""
     return dict(
         prompt=prompt if prompt is not None else "",
         negative_prompt=negative_prompt if negative_prompt is not None else "",
@@ -62,18 +63,20 @@ def common_fields(prompt, negative_prompt, sampler_name, steps, cfg_scale, width
         vae=vae_choice(vae),
         scheduler=schedule_choice(scheduler),
         tiling=tiling_choice(tiling),
+        restore_faces=restore_faces_choice(restore_faces),
     )
 
 
 def txt2img_request(prompt, negative_prompt="", sampler_name=DEFAULT_SAMPLER, steps=20, cfg_scale=7.0, width=0, height=0, seed=-1,
                     batch_size=1, batch_count=1, model=None, styles=(), clip_skip=1, vae=None, scheduler=None, tiling=False,
-                    subseed=-1, subseed_strength=0.0, seed_resize_from_w=0, seed_resize_from_h=0, enable_hr=False, hr_scale=2.0,
-                    hr_upscaler=DEFAULT_UPSCALER, hr_second_pass_steps=0, hr_resize_x=0, hr_resize_y=0, hr_sampler_name=None,
-                    hr_scheduler=None, hr_prompt="", hr_negative_prompt="", denoising_strength=0.7) -> GenerationRequest:
+                    restore_faces=False, subseed=-1, subseed_strength=0.0, seed_resize_from_w=0, seed_resize_from_h=0,
+                    enable_hr=False, hr_scale=2.0, hr_upscaler=DEFAULT_UPSCALER, hr_second_pass_steps=0, hr_resize_x=0,
+                    hr_resize_y=0, hr_sampler_name=None, hr_scheduler=None, hr_prompt="", hr_negative_prompt="",
+                    denoising_strength=0.7) -> GenerationRequest:
     """Text to image's controls (A1111's API names, in the handler's order) → the request (raises RequestError).
     denoising_strength is the hires pass's, as in A1111's txt2img API."""
     fields = common_fields(prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count,
-                           model, styles, clip_skip, vae, scheduler, tiling)
+                           model, styles, clip_skip, vae, scheduler, tiling, restore_faces)
     fields.update(variation_fields(subseed, subseed_strength, seed_resize_from_w, seed_resize_from_h))
     fields.update(hires_fields(enable_hr, hr_scale, hr_upscaler, hr_second_pass_steps, hr_resize_x, hr_resize_y, hr_sampler_name,
                                hr_scheduler, hr_prompt, hr_negative_prompt, denoising_strength,
@@ -95,19 +98,20 @@ def build(services: Services, session: gr.State) -> Panel:
         return req
 
     async def txt2img(prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count, model,
-                      styles, clip_skip, vae, scheduler, tiling, subseed, subseed_strength, seed_resize_from_w, seed_resize_from_h,
-                      enable_hr, hr_scale, hr_upscaler, hr_second_pass_steps, hr_resize_x, hr_resize_y, hr_sampler_name,
-                      hr_scheduler, hr_prompt, hr_negative_prompt, denoising_strength, script_name, script_args, state: Session,
-                      request: gr.Request):
-        """Text to image, with A1111's variation seed, tiling and hires fix (enable_hr; denoising_strength is the hires
-        pass's), and its scripts (script_name: "X/Y/Z plot", "Prompt matrix", "Prompts from file or textbox";
-        script_args: JSON, a list in A1111's order or an object by name). Streams (live preview, progress, gallery,
+                      styles, clip_skip, vae, scheduler, tiling, restore_faces, subseed, subseed_strength, seed_resize_from_w,
+                      seed_resize_from_h, enable_hr, hr_scale, hr_upscaler, hr_second_pass_steps, hr_resize_x, hr_resize_y,
+                      hr_sampler_name, hr_scheduler, hr_prompt, hr_negative_prompt, denoising_strength, script_name, script_args,
+                      state: Session, request: gr.Request):
+        """Text to image, with A1111's variation seed, tiling, restore faces and hires fix (enable_hr; denoising_strength
+        is the hires pass's), and its scripts (script_name: "X/Y/Z plot", "Prompt matrix", "Prompts from file or
+        textbox"; script_args: JSON, a list in A1111's order or an object by name). Streams (live preview, progress, gallery,
         parameters, downloads); the gallery ends with the saved PNG files (served by the studio's file route) — a
         script's grid(s) first, then its pictures."""
         req = request_from((prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count,
-                            model, styles, clip_skip, vae, scheduler, tiling, subseed, subseed_strength, seed_resize_from_w,
-                            seed_resize_from_h, enable_hr, hr_scale, hr_upscaler, hr_second_pass_steps, hr_resize_x, hr_resize_y,
-                            hr_sampler_name, hr_scheduler, hr_prompt, hr_negative_prompt, denoising_strength))
+                            model, styles, clip_skip, vae, scheduler, tiling, restore_faces, subseed, subseed_strength,
+                            seed_resize_from_w, seed_resize_from_h, enable_hr, hr_scale, hr_upscaler, hr_second_pass_steps,
+                            hr_resize_x, hr_resize_y, hr_sampler_name, hr_scheduler, hr_prompt, hr_negative_prompt,
+                            denoising_strength))
         try:
             script = api_script(script_name, script_args)
         except RequestError as exc:

@@ -83,8 +83,9 @@ class Img2ImgBody(Txt2ImgBody):
     mask_blur: Optional[int] = None
     mask_blur_x: int = 4
     mask_blur_y: int = 4
-    inpainting_fill: int = 0
-    inpaint_full_res: bool = True
+    # A1111's API defaults (StableDiffusionProcessingImg2Img's), not its UI's: masked content fill, only masked, no padding.
+    inpainting_fill: int = 0  # 0 fill, 1 original, 2 latent noise, 3 latent nothing
+    inpaint_full_res: bool = True  # "Inpaint area": true only masked, false whole picture
     inpaint_full_res_padding: int = 0
     inpainting_mask_invert: int = 0
     resize_mode: int = 0
@@ -195,10 +196,6 @@ def _refuse_unsupported(body: Txt2ImgBody) -> None:
     if body.hr_checkpoint_name not in (None, "", "Use same checkpoint"):
         raise RequestError("hr_checkpoint_name is not supported by this server: hires fix runs its second pass on the "
                            "first pass's model.")
-    if body.restore_faces:
-        raise RequestError("restore_faces is not available on this server: it needs a face restorer (GFPGAN or "
-                           "CodeFormer weights in models/GFPGAN or models/Codeformer, and their libraries), which is "
-                           "not installed.")
 
 
 class Api:
@@ -229,6 +226,23 @@ class Api:
             raise RequestError("sd_vae must be the name of a VAE file, or Automatic.")
         return dict(clip_skip=int(clip_skip), vae=None if vae.strip().lower() in ("", "automatic", "none") else vae)
 
+    def _face_settings(self, body: Txt2ImgBody, user: str) -> dict:
+        """restore_faces (None: the face_restoration option, as in A1111) with the restorer and CodeFormer weight of
+        the face_restoration_model and code_former_weight options (override_settings first)."""
+        override = body.override_settings or {}
+        options = {**options_for(self.state, user), **override}
+        restore = options.get("face_restoration", False) if body.restore_faces is None else body.restore_faces
+        if not restore:
+            return {}
+        weight = options.get("code_former_weight", 0.5)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            raise RequestError("code_former_weight must be a number from 0 to 1.")
+        # The user's own choice of restorer, else the first installed (A1111's default, CodeFormer, may not be here).
+        restorer = {**self.state.user_options(user), **override}.get("face_restoration_model")
+        if restorer is not None and not isinstance(restorer, str):
+            raise RequestError("face_restoration_model must be GFPGAN or CodeFormer.")
+        return dict(restore_faces=True, face_restorer=restorer or None, codeformer_weight=float(weight))
+
     def build_request(self, request: Request, user: str, body: Txt2ImgBody, img2img: bool) -> GenerationRequest:
         _refuse_unsupported(body)
         settings = self.service.settings
@@ -248,6 +262,7 @@ class Api:
             model=self._model(request, user, body),
             styles=tuple(body.styles or ()),
             **self._prompt_settings(body, user),
+            **self._face_settings(body, user),
             **_variation(body),
         )
         if not img2img:
@@ -266,6 +281,8 @@ class Api:
                     mask = ImageOps.invert(mask)
                 arguments["mask"] = mask
                 arguments["mask_blur"] = body.mask_blur if body.mask_blur is not None else max(body.mask_blur_x, body.mask_blur_y)
+                arguments.update(inpainting_fill=body.inpainting_fill, inpaint_full_res=body.inpaint_full_res,
+                                 inpaint_full_res_padding=body.inpaint_full_res_padding)
         return GenerationRequest(**arguments)
 
     # ---- running it

@@ -42,7 +42,7 @@ class ExtrasBody(BaseModel):
     upscaler_1: Optional[str] = "None"
     upscaler_2: Optional[str] = "None"
     extras_upscaler_2_visibility: float = 0.0
-    upscale_first: bool = False  # A1111: upscale before face restoration; there is no face restoration here
+    upscale_first: bool = False  # ignored, as A1111's API does: the upscale always runs before face restoration
 
 
 class ExtrasSingleBody(ExtrasBody):
@@ -90,7 +90,8 @@ def options(body: ExtrasBody) -> ExtrasRequest:
         upscaling_resize_h=body.upscaling_resize_h, upscaling_crop=body.upscaling_crop,
         upscaler_1=body.upscaler_1 or "None", upscaler_2=body.upscaler_2 or "None",
         extras_upscaler_2_visibility=body.extras_upscaler_2_visibility,
-        gfpgan_visibility=body.gfpgan_visibility, codeformer_visibility=body.codeformer_visibility)
+        gfpgan_visibility=body.gfpgan_visibility, codeformer_visibility=body.codeformer_visibility,
+        codeformer_weight=body.codeformer_weight)
     check_fields(request)
     return request
 

@@ -84,7 +84,7 @@ def register_listing_routes(router: APIRouter, state) -> None:
 
     @router.get("/sdapi/v1/face-restorers")
     def face_restorers():
-        return []  # A1111: [{"name", "cmd_dir"}]; no face restorer is installed
+        return service.face_restorers()  # A1111: [{"name", "cmd_dir"}], the installed ones
 
     @router.get("/sdapi/v1/latent-upscale-modes")
     def latent_upscale_modes():

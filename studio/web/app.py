@@ -105,7 +105,7 @@ def create_app(blocks, service, users: Optional[Users] = None, *, files: Optiona
         auth_dependency=lambda request: request.state.user,  # set by the login wall
         show_error=True,
         css=css,
-        footer_links=["api", "gradio", "settings"],
+        footer_links=["api", "gradio"],  # Gradio's own Settings (theme, PWA, recorder) and Runs pages are developer tools
         run_history=False,  # Gradio's run history would keep users' runs outside the studio's rules
     )
     gate = GradioGate(app, files, service.settings, is_admin=state.is_admin)

@@ -6,7 +6,10 @@ request that reaches Gradio:
 
 - only the routes the UI needs pass (an allowlist); its monitoring page is for admins;
 - uploads are ours: checked (PNG, JPEG or WebP; size read from the header) and registered to the user;
-- a file in any request is accepted only as a path this user uploaded; anything else is a 400;
+- a file in any request is accepted only as a path this user uploaded; anything else is a 400 — except that an
+  event's own data (a gallery's select sends back the picked picture as the gallery shows it) may also name one of
+  the user's results by its studio URL, http(s)://<this host>/studio/files/<day>/<file>.png, checked against that
+  user's outputs folder alone (it is never opened here, and Gradio does not fetch an event's data);
 - Gradio's file routes serve a user only their own files (answered here; Gradio never sees the request);
 - a browser session id belongs to the user who used it first; another user gets 403.
 """
@@ -24,6 +27,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..links import FILES
 from ..contract import RequestError
+from ..history import safe_output_file
+from ..outputs import OutputStore
 from .gradio_files import GradioFiles
 
 log = logging.getLogger(__name__)
@@ -68,10 +73,12 @@ class SessionOwners:
 
 
 class GradioGate:
-    def __init__(self, app, files: GradioFiles, settings, is_admin: Callable[[str, Optional[str]], bool]):
+    def __init__(self, app, files: GradioFiles, settings, is_admin: Callable[[str, Optional[str]], bool],
+                 outputs: Optional[OutputStore] = None):
         self.app = app
         self.files = files
-        self.settings = settings  # image limits for uploads
+        self.settings = settings  # image limits for uploads; where the outputs are
+        self.outputs = outputs or OutputStore(settings.outputs)  # the engine's (same root): results named by URL
         self.is_admin = is_admin
         self.sessions = SessionOwners()
 
@@ -103,7 +110,7 @@ class GradioGate:
         log.info("Gradio route not served: %s %s", method, path)
         return await _json(send, 404, "Not found.")
 
-    # ---- events: every file in the request must be one of the user's uploads
+    # ---- events: every file in the request must be one of the user's uploads (or, in the event's data, results)
 
     async def _checked_event(self, user: str, scope, receive, send):
         self.files.sweep()  # at most once a minute: unused uploads go within the hour even when no one uploads
@@ -117,11 +124,31 @@ class GradioGate:
         session = payload.get("session_hash") if isinstance(payload, dict) else None
         if isinstance(session, str) and not self.sessions.claim(session, user):
             return await _json(send, 403, "This browser session belongs to another user: reload the page.")
-        for path in _file_paths(payload):
-            if not isinstance(path, str) or not self.files.owns(user, path):
+        event = payload.get("event_data") if isinstance(payload, dict) else None
+        rest = {k: v for k, v in payload.items() if k != "event_data"} if isinstance(payload, dict) else payload
+        named = [(path, False) for path in _file_paths(rest)] + [(path, True) for path in _file_paths(event, 1)]
+        for path, result_too in named:
+            if not isinstance(path, str) or not (
+                    (result_too and self._own_result(user, path, scope)) or self.files.owns(user, path)):
                 log.warning("Refused a file path from %s in %s", user, scope.get("path"))
                 return await _json(send, 400, "Files must be uploaded first (POST /gradio_api/upload); a path is not accepted.")
         return await self.app(scope, _replay(body, receive), send)
+
+    def _own_result(self, user: str, url: str, scope) -> bool:
+        """Whether `url` is one of this user's results as the studio's galleries show it (studio.ui.streaming builds
+        it: the origin the browser reached, then /studio/files/<day>/<file>.png). Nothing else: no other scheme or
+        host, no query, no `..` or link (safe_output_file), and only ever looked up in the user's own outputs."""
+        try:
+            target = urlsplit(url)
+        except ValueError:
+            return False
+        if (target.scheme not in ("http", "https") or target.netloc.lower() not in _hosts(scope) or target.query
+                or target.fragment or not target.path.startswith(FILES)):
+            return False
+        try:
+            return safe_output_file(self.outputs, user, target.path[len(FILES):]) is not None
+        except ValueError:  # not a usable owner name: no outputs folder
+            return False
 
     # ---- uploads
 
@@ -188,6 +215,16 @@ def _file_paths(value, depth: int = 0):
     elif isinstance(value, list):
         for item in value:
             yield from _file_paths(item, depth + 1)
+
+
+def _hosts(scope) -> set:
+    """The names this request reached the server by (Host, and a proxy's X-Forwarded-Host), as results' URLs use them."""
+    found = set()
+    for name, value in scope.get("headers") or []:
+        if name in (b"host", b"x-forwarded-host"):
+            found.add(value.decode("latin-1").strip().lower())
+    found.discard("")
+    return found
 
 
 def _session_from_query(scope) -> Optional[str]:

@@ -66,7 +66,9 @@ def _job_routes(router: APIRouter, state: ServerState, api: Api, service) -> Non
         user = request.state.user
         return {
             "jobs": [
-                {"id": job.id, "status": job.status, "position": service.position(job), "eta": round(service.eta_seconds(job), 2)}
+                {"id": job.id, "status": job.status, "position": service.position(job), "eta": round(service.eta_seconds(job), 2),
+                 "step": job.last_step.step if job.last_step else 0, "total": job.last_step.total if job.last_step else 0,
+                 "prompt": job.request.prompt[:120], "task": job.request.task.value}
                 for job in service.active_jobs(user)
             ],
             "max_queue_per_user": service.settings.max_queue_per_user,
