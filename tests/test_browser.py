@@ -586,3 +586,15 @@ def test_outpainting_extends_the_canvas_and_fills_it(browser_page):
     _watch_and_wait(page, "inpaint", lambda: page.click("#inpaint-generate"))
     assert f"Size: {width + 64}x{height}" in page.input_value("#inpaint-infotext textarea")
     _shot(page, "11-outpaint-result")
+
+
+@pytest.mark.parametrize("width, height", [(1440, 900), (1024, 768)])
+def test_every_tab_at_both_sizes(fresh_page, width, height):
+    page = fresh_page
+    page.set_viewport_size({"width": width, "height": height})
+    for tab in ("Text to image", "Image to image", "Inpainting", "Extras", "Step previews", "PNG info", "History"):
+        page.click(f"button[role=tab]:has-text('{tab}')")
+        page.wait_for_timeout(400)
+        overflow = page.evaluate("() => document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 0, f"{tab} at {width}×{height} scrolls sideways by {overflow} px"
+        _shot(page, f"tabs-{width}x{height}-{tab.lower().replace(' ', '-')}")
