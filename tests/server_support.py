@@ -107,6 +107,11 @@ def basic_headers(user: str) -> dict:
     return {"Authorization": f"Basic {token}"}
 
 
+def http(server, user: str) -> httpx.Client:
+    """A client of `server` logged in as `user` (HTTP basic)."""
+    return httpx.Client(base_url=server.url, headers=basic_headers(user), timeout=60)
+
+
 def png_b64(size=(64, 64), color=(200, 40, 40), mode="RGB") -> str:
     from PIL import Image
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ui_support import launch_studio
+from tests.ui_support import launch_studio, log_in
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,12 +87,7 @@ def logged_in(engine):
         )
         context = browser.new_context(viewport={"width": 1440, "height": 900})
         page = context.new_page()
-        page.goto(server.url + "/")
-        page.wait_for_selector("input[name=username]", timeout=30_000)
-        page.fill("input[name=username]", "alice")
-        page.fill("input[name=password]", "alice-pw")
-        page.click("button[type=submit]")
-        page.wait_for_selector("#txt2img-prompt textarea", timeout=60_000)
+        log_in(page, server.url, "alice", "alice-pw")
         page.close()
         try:
             yield context, server.url
@@ -152,6 +147,14 @@ def _watch_and_wait(page, tab: str, start) -> tuple[list, float]:
     page.wait_for_selector(f"#{tab}-gallery img", timeout=180_000)
     page.wait_for_selector(f"#{tab}-progress .studio-progress-done", timeout=180_000)
     return page.evaluate("window.__previews"), t0
+
+
+def _start_long_job(page, prompt: str) -> None:
+    """A 150-step txt2img job, started and seen sampling."""
+    page.locator("#txt2img-prompt textarea").fill(prompt)
+    _set_slider(page, "txt2img-steps", 150)
+    page.click("#txt2img-generate")
+    page.wait_for_function("() => /Step \\d+\\/150/.test(document.querySelector('#txt2img-progress').innerText)", timeout=60_000)
 
 
 def _shot(page, name: str) -> Path:
@@ -503,10 +506,7 @@ def test_keyboard_emphasis_and_labelled_seed_buttons(fresh_page):
 
 def test_escape_cancels_the_running_job(fresh_page):
     page = fresh_page
-    page.locator("#txt2img-prompt textarea").fill("a long walk")
-    _set_slider(page, "txt2img-steps", 150)
-    page.click("#txt2img-generate")
-    page.wait_for_function("() => /Step \\d+\\/150/.test(document.querySelector('#txt2img-progress').innerText)", timeout=60_000)
+    _start_long_job(page, "a long walk")
     page.locator("#txt2img-prompt textarea").focus()
     page.keyboard.press("Escape")
     page.wait_for_function("() => /Cancel/.test(document.querySelector('#txt2img-progress').innerText)", timeout=30_000)
@@ -527,10 +527,7 @@ def test_aspect_presets_and_swap_set_the_size(fresh_page):
 
 def test_skip_ends_a_job_with_its_image(fresh_page):
     page = fresh_page
-    page.locator("#txt2img-prompt textarea").fill("a long walk, skipped")
-    _set_slider(page, "txt2img-steps", 150)
-    page.click("#txt2img-generate")
-    page.wait_for_function("() => /Step \\d+\\/150/.test(document.querySelector('#txt2img-progress').innerText)", timeout=60_000)
+    _start_long_job(page, "a long walk, skipped")
     page.click("#txt2img-skip")
     page.wait_for_function("() => document.querySelector('#txt2img-progress').innerText.includes('Done (finished early): 1 image')",
                            timeout=60_000)
@@ -540,10 +537,7 @@ def test_skip_ends_a_job_with_its_image(fresh_page):
 
 def test_two_clicks_make_two_jobs_in_the_job_list(fresh_page):
     page = fresh_page
-    page.locator("#txt2img-prompt textarea").fill("two jobs, one tab")
-    _set_slider(page, "txt2img-steps", 150)
-    page.click("#txt2img-generate")
-    page.wait_for_function("() => /Step \\d+\\/150/.test(document.querySelector('#txt2img-progress').innerText)", timeout=60_000)
+    _start_long_job(page, "two jobs, one tab")
     page.click("#txt2img-generate")
     page.wait_for_function("() => document.querySelectorAll('#txt2img-jobs li').length === 2", timeout=20_000)
     rows = page.locator("#txt2img-jobs li")

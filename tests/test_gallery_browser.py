@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ui_support import launch_studio
+from tests.ui_support import launch_studio, log_in
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
@@ -27,12 +27,7 @@ def page(engine):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--no-first-run",
                                                                      "--disable-background-networking", "--disable-sync"])
         page = browser.new_context(viewport={"width": 1440, "height": 900}).new_page()
-        page.goto(server.url + "/")
-        page.wait_for_selector("input[name=username]", timeout=30_000)
-        page.fill("input[name=username]", "alice")
-        page.fill("input[name=password]", "alice-pw")
-        page.click("button[type=submit]")
-        page.wait_for_selector("#txt2img-prompt textarea", timeout=60_000)
+        log_in(page, server.url, "alice", "alice-pw")
         try:
             yield page
         finally:

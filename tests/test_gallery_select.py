@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.server_support import USERS, basic_headers
-from tests.ui_support import launch_studio
+from tests.server_support import USERS, basic_headers, http
+from tests.ui_support import launch_studio, log_in
 
 gradio_client = pytest.importorskip("gradio_client")
 
@@ -24,10 +24,6 @@ SMALL = dict(prompt="a lighthouse", negative_prompt="", steps=1, cfg_scale=7.0, 
 def server(engine):
     with launch_studio(engine, users=USERS, admins=("alice",)) as server:
         yield server
-
-
-def http(server, user: str) -> httpx.Client:
-    return httpx.Client(base_url=server.url, headers=basic_headers(user), timeout=60)
 
 
 def select_event(api: httpx.Client, tab: str) -> tuple[int, int]:
@@ -152,12 +148,7 @@ def test_clicking_another_thumbnail_in_the_browser(server):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
         try:
             page = browser.new_context(viewport={"width": 1440, "height": 900}).new_page()
-            page.goto(server.url + "/")
-            page.wait_for_selector("input[name=username]", timeout=30_000)
-            page.fill("input[name=username]", "carol")
-            page.fill("input[name=password]", USERS["carol"])
-            page.click("button[type=submit]")
-            page.wait_for_selector("#txt2img-prompt textarea", timeout=60_000)
+            log_in(page, server.url, "carol", USERS["carol"])
             page.fill("#txt2img-prompt textarea", "a lighthouse")
             for name, value in (("steps", 1), ("width", 64), ("height", 64), ("batch-size", 2)):
                 box = page.locator(f"#txt2img-{name} input[type=number]")

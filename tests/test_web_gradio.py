@@ -19,7 +19,7 @@ from PIL import Image
 
 from studio.contract import Finished, GenerationRequest
 
-from tests.server_support import USERS, basic_headers, record_start_order
+from tests.server_support import USERS, basic_headers, http, record_start_order
 from tests.ui_support import launch_studio
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -32,10 +32,6 @@ SMALL = dict(prompt="a lighthouse", negative_prompt="", steps=2, cfg_scale=7.0, 
 def server(engine):
     with launch_studio(engine, users=USERS, admins=("alice",)) as server:
         yield server
-
-
-def http(server, user: str) -> httpx.Client:
-    return httpx.Client(base_url=server.url, headers=basic_headers(user), timeout=60)
 
 
 def client(server, user: str):

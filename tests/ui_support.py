@@ -62,3 +62,13 @@ def make_mask_png(path: Path, size=(64, 64)) -> Path:
     ImageDraw.Draw(mask).rectangle([20, 20, 44, 44], fill=255)
     mask.save(path)
     return path
+
+
+def log_in(page, url: str, user: str, password: str) -> None:
+    """A playwright page logged in through the studio's login form, with the studio loaded."""
+    page.goto(url + "/")
+    page.wait_for_selector("input[name=username]", timeout=30_000)
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#txt2img-prompt textarea", timeout=60_000)

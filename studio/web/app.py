@@ -108,7 +108,7 @@ def create_app(blocks, service, users: Optional[Users] = None, *, files: Optiona
         footer_links=["api", "gradio"],  # Gradio's own Settings (theme, PWA, recorder) and Runs pages are developer tools
         run_history=False,  # Gradio's run history would keep users' runs outside the studio's rules
     )
-    gate = GradioGate(app, files, service.settings, is_admin=state.is_admin)
+    gate = GradioGate(app, files, service.settings, is_admin=state.is_admin, outputs=service.outputs)
     wall = LoginWall(gate, users, secure_cookies=secure_cookies, state_dir=state_dir)
     outer = BodyLimit(wall, max_body)
     outer.fastapi = app

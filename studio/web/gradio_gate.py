@@ -74,11 +74,11 @@ class SessionOwners:
 
 class GradioGate:
     def __init__(self, app, files: GradioFiles, settings, is_admin: Callable[[str, Optional[str]], bool],
-                 outputs: Optional[OutputStore] = None):
+                 outputs: OutputStore):
         self.app = app
         self.files = files
-        self.settings = settings  # image limits for uploads; where the outputs are
-        self.outputs = outputs or OutputStore(settings.outputs)  # the engine's (same root): results named by URL
+        self.settings = settings  # image limits for uploads
+        self.outputs = outputs  # the engine's: results named by URL are looked up in their owner's folder only
         self.is_admin = is_admin
         self.sessions = SessionOwners()
 
