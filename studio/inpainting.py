@@ -172,13 +172,13 @@ def latent_start(pipe, image: Image.Image, mask: Image.Image, seeds: list[int], 
     import torch
 
     from .noise import batch_latents
-    from .pipelines import execution_device
+    from .pipelines import encode_pixels, execution_device
 
     device, dtype, scale = execution_device(pipe), pipe.unet.dtype, pipe.vae_scale_factor
     width, height = image.size
     generator = torch.Generator("cpu").manual_seed(int(seeds[0]))
     pixels = pipe.image_processor.preprocess(image, height=height, width=width)
-    latents = _encode(pipe, pixels, generator, device)
+    latents = encode_pixels(pipe, pixels, generator, device)
     repaint = torch.from_numpy(latent_mask(mask, width // scale, height // scale)).to(device)[None, None]
     start = latents * (1 - repaint)
     if noise:
@@ -186,30 +186,10 @@ def latent_start(pipe, image: Image.Image, mask: Image.Image, seeds: list[int], 
         start = start + drawn.to(device=device, dtype=start.dtype) * repaint
     if pipe.unet.config.in_channels == 9:
         condition = pipe.mask_processor.preprocess(mask, height=height, width=width)
-        masked = _encode(pipe, pixels * (condition < 0.5), generator, device)
+        masked = encode_pixels(pipe, pixels * (condition < 0.5), generator, device)
     else:
         masked = start
     return dict(image=start.to(dtype), masked_image_latents=masked.to(dtype))
-
-
-def _encode(pipe, pixels, generator, device):
-    """Pixels in -1..1 → scaled latents (float32), as diffusers' inpaint pipelines encode (a VAE that asks for it
-    runs in float32 meanwhile, as diffusers' SDXL pipeline does)."""
-    import torch
-    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img import retrieve_latents
-
-    vae = pipe.vae
-    dtype = vae.dtype
-    upcast = dtype == torch.float16 and bool(getattr(vae.config, "force_upcast", False))
-    if upcast:
-        vae.to(dtype=torch.float32)
-    try:
-        with torch.no_grad():
-            encoded = retrieve_latents(vae.encode(pixels.to(device=device, dtype=vae.dtype)), generator=generator)
-    finally:
-        if upcast:
-            vae.to(dtype=dtype)
-    return encoded.float() * vae.config.scaling_factor
 
 
 # ---- Outpainting

@@ -235,3 +235,23 @@ def blur_mask(mask, radius: int):
 def paste_unmasked(pipe, mask, init_image, image):
     """Put the untouched pixels back (as artists expect): only the painted area may change."""
     return pipe.image_processor.apply_overlay(mask, init_image, image)
+
+
+def encode_pixels(pipe, pixels, generator, device):
+    """Pixels in -1..1 → scaled latents (float32), as diffusers' inpaint pipelines encode (a VAE that asks for it
+    runs in float32 meanwhile, as diffusers' SDXL pipeline does). Inpainting's latent noise / latent nothing."""
+    import torch
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img import retrieve_latents
+
+    vae = pipe.vae
+    dtype = vae.dtype
+    upcast = dtype == torch.float16 and bool(getattr(vae.config, "force_upcast", False))
+    if upcast:
+        vae.to(dtype=torch.float32)
+    try:
+        with torch.no_grad():
+            encoded = retrieve_latents(vae.encode(pixels.to(device=device, dtype=vae.dtype)), generator=generator)
+    finally:
+        if upcast:
+            vae.to(dtype=dtype)
+    return encoded.float() * vae.config.scaling_factor
