@@ -19,6 +19,7 @@ from types import SimpleNamespace
 from typing import Callable, Optional
 
 from .config import DEFAULT_MODEL, Settings
+from .demo import NAME as DEMO_NAME
 from .families import (
     TINY_CONFIG,
     TINY_FAMILY,
@@ -33,6 +34,12 @@ from .families import (
 log = logging.getLogger(__name__)
 
 MODELS_ROOT = Path(__file__).resolve().parent.parent / "models"
+DEMO = DEMO_NAME  # the small trained model shipped in models/demo (studio/demo/train.py makes it)
+DEMO_FOLDER = MODELS_ROOT / DEMO
+
+
+def demo_available() -> bool:
+    return (DEMO_FOLDER / "model_index.json").is_file()
 SAFE_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
@@ -84,6 +91,11 @@ def resolve_model(name: str, settings: Settings) -> ModelSource:
         raise ModelError("No model named.")
     if name == "tiny":
         return ModelSource("tiny", "tiny", "tiny")
+    if name == DEMO:
+        if not demo_available():
+            raise ModelError(f"The demo model is missing from this copy of the studio ({DEMO_FOLDER}): "
+                             "python -m studio.demo.train makes it.", "The demo model is missing from this copy of the studio.")
+        return ModelSource("folder", str(DEMO_FOLDER), DEMO)
     for source in list_checkpoints(settings.models_dir):
         if name in (source.name, Path(source.name).stem, Path(source.name).name):
             return source

@@ -78,6 +78,10 @@ class GenerationRequest:
     inpainting_fill: int = 1  # "Masked content": 0 fill, 1 original, 2 latent noise, 3 latent nothing
     inpaint_full_res: bool = False  # "Inpaint area": False whole picture, True only masked (its box drawn at width × height)
     inpaint_full_res_padding: int = 32  # only masked: pixels added around the mask's box
+    # Per-user studio settings. Live previews: None = the server's --preview / --preview-every.
+    preview: Optional[str] = None  # latent | taesd | vae | off
+    preview_every: Optional[int] = None  # a preview every N steps (None: the server's, else 1; 5 for vae)
+    filename_pattern: str = ""  # A1111's samples_filename_pattern ("[seed]-[model_name]"); "": NNNNN-seed.png
 
     @property
     def task(self) -> Task:

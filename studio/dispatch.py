@@ -12,10 +12,12 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
+from .config import Settings
 from .contract import Cancelled, GenerationRequest, QueueFullError, Queued
 from .jobs import Job
 from .prompts.syntax import extract_network_tags
 from .tasks import batchable
+from .validation import job_preview
 
 
 class FairQueue:
@@ -121,6 +123,7 @@ class BatchPolicy:
     max_batch: int = 1
     wait_seconds: float = 0.0  # how long a job waits for companions (0: only those already queued)
     default_model: Optional[str] = None  # the model a request without one runs on
+    settings: Optional[Settings] = None  # the server's, for each job's live preview mode and interval
 
     def key(self, request: GenerationRequest):
         """Requests with equal keys can run as one pipeline call; None: this one runs alone."""
@@ -128,7 +131,14 @@ class BatchPolicy:
             return None
         model = request.model or self.default_model
         return (model, request.width, request.height, request.steps, request.sampler_name, request.scheduler,
-                float(request.cfg_scale), prompt_setup(request))
+                float(request.cfg_scale), prompt_setup(request), self.previews(request))
+
+    def previews(self, request: GenerationRequest) -> tuple:
+        """The live previews a job gets (the runner makes them for a whole call): its effective mode and interval;
+        without the server's settings, what the request asks (None: the server's), which can only split more."""
+        if self.settings is None:
+            return request.preview, request.preview_every
+        return job_preview(request, self.settings)
 
 
 def prompt_setup(request: GenerationRequest) -> tuple:

@@ -15,8 +15,9 @@ from typing import Optional
 import torch
 
 from .access import match_offered, offered_models, refusal
-from .checkpoints import ModelCache, ModelError, default_model_name, list_checkpoints
+from .checkpoints import DEMO, ModelCache, ModelError, default_model_name, demo_available, list_checkpoints
 from .config import DEFAULT_MODEL, PREVIEW_MODES, Settings
+from .demo.scenes import EXAMPLE_PROMPTS
 from .contract import Cancelled, Failed, GenerationRequest, RequestError
 from .conditioning import PromptLibrary, encoder_dims
 from .extras import ExtrasGate
@@ -45,7 +46,7 @@ class EngineInfo:
     attention: str
     attention_reason: str
     preview: str
-    notice: Optional[str]  # e.g. "started on tiny because ..."
+    notice: Optional[str]  # e.g. "started on demo because ..."
     default_size: Optional[int] = None  # the loaded model's width and height when a request leaves them out
 
 
@@ -106,7 +107,8 @@ class Engine:
     # ---- life cycle
 
     def start(self) -> "Engine":
-        """Load the first model (the default falls back to `tiny` when it cannot be had), warm up, start the worker."""
+        """Load the first model (the default falls back to `demo`, or `tiny` without it, when it cannot be had), warm up,
+        start the worker."""
         wanted = default_model_name(self.settings)
         try:
             self.models.get(wanted)
@@ -115,14 +117,17 @@ class Engine:
             if self.settings.model is not None:
                 raise
             log.warning("The default model is not available: %s", exc)
+            fallback = DEMO if demo_available() else "tiny"
+            drawn = (f"the small built-in '{DEMO}' model, which draws simple coloured shapes — try "
+                     f"“{EXAMPLE_PROMPTS[0]}”" if fallback == DEMO else "the random-weight 'tiny' model, which draws noise")
             self.notice = (  # shown to every user: the public words only
-                f"The default model {DEFAULT_MODEL} is not available ({exc.public_message.rstrip('.')}). Running on the random-weight 'tiny' "
-                f"model, which draws noise. For real images, connect to the internet once (it downloads into the "
-                f"Hugging Face cache), or start with --model PATH_TO.safetensors or --models-dir FOLDER."
+                f"The default model {DEFAULT_MODEL} is not available ({exc.public_message.rstrip('.')}). Running on {drawn}. "
+                f"For real images, connect to the internet once (it downloads into the Hugging Face cache), or start "
+                f"with --model PATH_TO.safetensors or --models-dir FOLDER."
             )
             log.warning(self.notice)
-            self.models.get("tiny")
-            self.current_model = "tiny"
+            self.models.get(fallback)
+            self.current_model = fallback
         warmed: list = []  # the warm-up's exception, if any, once it is over
         ready = threading.Event()
         self.threads.start(lambda: self._serve(ready, warmed))
@@ -173,6 +178,8 @@ class Engine:
 
     def available_models(self) -> list[str]:
         names = [source.name for source in list_checkpoints(self.settings.models_dir)]
+        if demo_available() and DEMO not in names:
+            names.append(DEMO)  # shipped with the studio: always offered
         for name in self.models.loaded_names():
             if name not in names:
                 names.append(name)
@@ -266,7 +273,8 @@ class Engine:
         """Dynamic batching as the settings say now: compatible txt2img jobs of different users share one UNet
         batch; a request without a model runs on the current one."""
         settings = self.settings
-        return BatchPolicy(settings.dynamic_batching, settings.max_batch, settings.batch_wait_ms / 1000, self.current_model)
+        return BatchPolicy(settings.dynamic_batching, settings.max_batch, settings.batch_wait_ms / 1000, self.current_model,
+                           settings=settings)
 
     # ---- settings an admin may change while the engine runs
 

@@ -110,12 +110,23 @@ def _is_sdxl(class_name: str, cross_attention_dim: int | None) -> bool:
     return "XL" in class_name
 
 
+DEMO = "demo"  # the family of the model shipped in models/demo, and that model's name (studio/demo)
+DEMO_CROSS_ATTENTION_DIM = 64  # the demo model's text width (studio/demo/train.py): no other family has it
+
+
+def _is_demo(class_name: str, cross_attention_dim: int | None) -> bool:
+    return "XL" not in class_name and cross_attention_dim == DEMO_CROSS_ATTENTION_DIM
+
+
 def _narrow_unet(shapes: Mapping) -> bool:
     """The tiny model's checkpoints: an SD 1.x layout, but a UNet far narrower than the real one's 320 channels."""
     conv_in = shapes.get(_UNET_CONV_IN)
     return conv_in is not None and conv_in.shape[0] != 320
 
 
+# The demo model's latent -> RGB map, fitted by least squares on its own VAE (models/demo/training.json).
+DEMO_LATENT_RGB = ((0.629, 0.0893, -0.1394), (0.1851, -0.5412, -1.0048), (-0.104, 0.068, 0.285), (-0.6729, 0.7592, 1.3625))
+DEMO_LATENT_RGB_BIAS = (0.1994, -0.1137, -0.1611)
 _SD_PIPELINES = TaskPipelines("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline")
 # ComfyUI's latent_formats.py; applied to scaled latents.
 _SD_LATENT_RGB = ((0.3512, 0.2297, 0.3227), (0.3250, 0.4974, 0.2350), (-0.2829, 0.1762, 0.2721), (-0.2120, -0.2616, -0.7177))
@@ -167,6 +178,17 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
                 is_pipeline=_is_sdxl,
                 prompt_encoding=PromptEncoding(second_encoder=True, penultimate_layer=True, honours_clip_skip=False,
                                                zeros_for_empty_negative=True),
+            ),
+            Family(
+                name=DEMO,
+                label="Demo (simple shapes)",
+                pipelines=_SD_PIPELINES,
+                default_size=128,
+                latent_rgb_factors=DEMO_LATENT_RGB,
+                latent_rgb_bias=DEMO_LATENT_RGB_BIAS,
+                taesd_id="",  # none: its own VAE is small enough for full previews (--preview vae)
+                configs=(),  # shipped as a diffusers folder only
+                is_pipeline=_is_demo,
             ),
         )
     }
@@ -221,5 +243,5 @@ def family_of_pipeline(class_name: str, cross_attention_dim: int | None) -> Fami
 
 def supported_labels() -> str:
     """'SD 1.x, SD 2.x and SDXL': for messages about what the studio runs."""
-    labels = [fam.label for fam in FAMILIES.values()]
+    labels = [fam.label for fam in FAMILIES.values() if fam.configs]  # the demo model is no checkpoint kind
     return labels[0] if len(labels) == 1 else f"{', '.join(labels[:-1])} and {labels[-1]}"

@@ -21,12 +21,14 @@ from typing import Optional
 from PIL import Image
 
 from .metadata import parse_infotext, read_infotext
-from .outputs import OutputStore
+from .outputs import MAX_NAME_PART, NAME_CHARS, OutputStore
 
 log = logging.getLogger(__name__)
 
-DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-FILE_RE = re.compile(r"^[0-9]{5}-[0-9]+\.png$")
+DAY_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
+# What OutputStore.save_png writes: NNNNN-seed.png, or NNNNN-<a name pattern's expansion>.png (only NAME_CHARS, no
+# "..", not starting with "."): never a path separator, a hidden file or a NUL. \Z, as "$" lets a final newline by.
+FILE_RE = re.compile(rf"^[0-9]{{5,}}-(?!\.)(?!.*\.\.)[{NAME_CHARS}]{{1,{MAX_NAME_PART}}}\.png\Z")
 TRASH = ".trash"  # per owner, beside their day folders; hidden, so never listed nor served
 PER_PAGE = 48
 
@@ -192,8 +194,8 @@ class History:
 
 
 def safe_output_file(outputs: OutputStore, owner: str, relative: str) -> Optional[Path]:
-    """The owner's output file named by "<day>/<NNNNN-seed>.png", or None: nothing outside the owner's folder,
-    no `..`, no hidden files, no symlinks anywhere on the way."""
+    """The owner's output file named by "<day>/<file>.png" (a name save_png writes: FILE_RE), or None: nothing
+    outside the owner's folder, no `..`, no hidden files, no symlinks anywhere on the way."""
     parts = relative.split("/")
     if len(parts) != 2 or not DAY_RE.match(parts[0]) or not FILE_RE.match(parts[1]):
         return None

@@ -238,6 +238,8 @@ def load_taesd(family: str):
     from diffusers import AutoencoderTiny
 
     taesd_id = family_named(family).taesd_id
+    if not taesd_id:
+        raise RuntimeError(f"no tiny autoencoder exists for the {family_named(family).label} family")
     try:
         return AutoencoderTiny.from_pretrained(taesd_id, local_files_only=True)
     except Exception:

@@ -9,7 +9,7 @@ from typing import Callable, Optional
 
 from .contract import Cancelled, Failed, Finished, SavedImage
 from .jobs import Job
-from .outputs import OutputStore
+from .outputs import OutputStore, filename_fields
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class ResultWriter:
             if job.cancel_requested.is_set():
                 event = Cancelled()
             else:
-                saved = [SavedImage(str(self.outputs.save_png(image, text, seed, owner=job.owner)), seed, text) for image, text, seed in images]
+                saved = [SavedImage(str(self._save_png(job, image, text, seed)), seed, text) for image, text, seed in images]
                 event = Finished(saved, skipped)
         except Exception:  # e.g. a full disk: this job fails, the studio goes on
             log.exception("%s: saving failed", job.id)
@@ -47,3 +47,10 @@ class ResultWriter:
         job.finish(event)
         if self._on_finished is not None:
             self._on_finished(job)
+
+    def _save_png(self, job: Job, image, infotext: str, seed: int):
+        """One image, named by the job's file name pattern: its fields are the infotext's, the prompt as typed and
+        the job's time (when it was submitted)."""
+        request = job.request
+        fields = filename_fields(infotext, seed, request.prompt, job.created) if request.filename_pattern else None
+        return self.outputs.save_png(image, infotext, seed, owner=job.owner, pattern=request.filename_pattern, fields=fields)

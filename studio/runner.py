@@ -28,6 +28,7 @@ from .tiling import seamless
 from .previews import PreviewDecoder
 from .samplers import find_sampler
 from .tasks import PreparedJob, pipe_arguments, pipeline_arguments, prepare, task_spec
+from .validation import job_preview
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class Runner:
         first = jobs[0].request
         model = engine.models.get(first.model or engine.current_model)
         sampler = find_sampler(first.sampler_name, first.scheduler)
-        decoder = self.decoder(model)
+        decoder = self.decoder(model, first)  # jobs share a group only with the same previews (BatchPolicy.key)
         prepared = {job: prepare(job.request, model.default_size, engine.settings.max_size) for job in jobs}
         plans = {job: plan_prompts(job.request, engine.prompt_library.styles) for job in jobs}
         tools = self.prompt_tools(model)
@@ -161,21 +162,23 @@ class Runner:
         return tools
 
     def step_hooks(self, slices: dict, decoder: Optional[PreviewDecoder], clock: StepClock, batch_index: int, batch_count: int) -> HookChain:
-        """The per-step hooks of one call: cancel/skip, progress, previews (when on)."""
+        """The per-step hooks of one call: cancel/skip, progress, previews (when on: every so many steps, as the
+        call's lead job asks)."""
         engine = self.engine
-        every = engine.settings.preview_interval()
         hooks = [CancelHook(), ProgressHook(clock, self._note_rate)]
         if decoder is not None:
+            _mode, every = job_preview(next(iter(slices)).request, engine.settings)
             hooks.append(PreviewHook(decoder, every, engine.threads.previews.frames))
         return HookChain(hooks, slices, batch_index, batch_count)
 
     def _note_rate(self, seconds_per_step: float) -> None:
         self.engine.seconds_per_step = seconds_per_step or self.engine.seconds_per_step  # live, for queue ETAs
 
-    def decoder(self, model: LoadedModel) -> Optional[PreviewDecoder]:
-        """The preview decoder for `model` in the current preview mode (None when previews are off)."""
+    def decoder(self, model: LoadedModel, request: GenerationRequest) -> Optional[PreviewDecoder]:
+        """The preview decoder for `model` in the request's preview mode, else the server's (None when off)."""
         engine = self.engine
-        decoder = engine.threads.previews.decoder(engine.settings.preview, model, engine.models.loaded_names())
+        mode, _every = job_preview(request, engine.settings)
+        decoder = engine.threads.previews.decoder(mode, model, engine.models.loaded_names())
         if decoder is not None and decoder.note and decoder.note not in (engine.notice or ""):
             engine.notice = ((engine.notice + " ") if engine.notice else "") + decoder.note
         return decoder

@@ -8,12 +8,14 @@ import io
 import math
 import re
 import warnings
+from dataclasses import replace
 from typing import BinaryIO, Union
 
 from PIL import Image
 
-from .config import Settings
+from .config import PREVIEW_MODES, Settings
 from .contract import GenerationRequest, RequestError, Task
+from .outputs import FILENAME_TOKENS, unknown_filename_tokens
 from .samplers import find_sampler
 
 # The studio's one prompt-length cap, on every path: validation, the API, the UI's prompt boxes (max_length) and the
@@ -54,6 +56,7 @@ def _int(name: str, value) -> int:
 MAX_CLIP_SKIP = 12  # SD's text encoders have 12 (CLIP-L) to 32 layers; A1111's slider stops at 12
 MAX_STYLES = 32
 MAX_NAME_CHARS = 300
+MAX_PREVIEW_EVERY = 1000
 
 
 def validate(request: GenerationRequest, settings: Settings) -> None:
@@ -102,6 +105,7 @@ def validate(request: GenerationRequest, settings: Settings) -> None:
     if not isinstance(request.tiling, bool):
         raise RequestError("tiling must be true or false.")
     _check_faces(request)
+    _check_output_options(request)
     if request.task is Task.HIRES_FIX:
         _check_hires(request, settings, steps)
     if request.task in (Task.TXT2IMG, Task.HIRES_FIX):
@@ -283,6 +287,33 @@ def _check_faces(request: GenerationRequest) -> None:
     weight = request.codeformer_weight
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or not 0 <= weight <= 1:
         raise RequestError(f"codeformer_weight must be a number from 0 to 1, got {weight!r}.")
+
+
+def _check_output_options(request: GenerationRequest) -> None:
+    """A user's own live preview settings and file name pattern."""
+    if request.preview is not None and (not isinstance(request.preview, str) or request.preview not in PREVIEW_MODES):
+        raise RequestError(f"preview must be one of {', '.join(PREVIEW_MODES)} (or left out for the server's setting), "
+                           f"got {request.preview!r}.")
+    if request.preview_every is not None:
+        every = _int("preview_every", request.preview_every)
+        if not 1 <= every <= MAX_PREVIEW_EVERY:
+            raise RequestError(f"preview_every must be between 1 and {MAX_PREVIEW_EVERY} steps (or left out for the "
+                               f"server's setting), got {every}.")
+    pattern = request.filename_pattern
+    if not isinstance(pattern, str) or len(pattern) > MAX_NAME_CHARS:
+        raise RequestError(f"filename_pattern must be text of at most {MAX_NAME_CHARS} characters.")
+    unknown = unknown_filename_tokens(pattern)
+    if unknown:
+        raise RequestError(f"filename_pattern: unknown {', '.join(f'[{token}]' for token in unknown)[:MAX_NAME_CHARS]}; "
+                           f"the known tokens are {' '.join(f'[{token}]' for token in FILENAME_TOKENS)}.")
+
+
+def job_preview(request: GenerationRequest, settings: Settings) -> tuple[str, int]:
+    """A job's live preview mode and interval: the request's, else the server's. The interval's default (1; 5 for
+    the full VAE) stays Settings.preview_interval's rule, asked with the job's own values."""
+    mode = request.preview or settings.preview
+    every = request.preview_every or settings.preview_every
+    return mode, int(replace(settings, preview=mode, preview_every=every).preview_interval())
 
 
 def _check_inpainting(request: GenerationRequest, settings: Settings) -> None:

@@ -157,10 +157,12 @@ def _start_long_job(page, prompt: str) -> None:
     page.wait_for_function("() => /Step \\d+\\/150/.test(document.querySelector('#txt2img-progress').innerText)", timeout=60_000)
 
 
-def _shot(page, name: str) -> Path:
+def _shot(page, name: str, full_page: bool = True) -> Path:
+    """full_page=False while a mask is painted: a full-page shot resizes the window for a moment, and Gradio's image
+    editor redraws its canvas then, without the strokes not yet sent."""
     path = SHOTS / f"{name}.png"
     time.sleep(0.4)
-    page.screenshot(path=str(path), full_page=True)
+    page.screenshot(path=str(path), full_page=full_page)
     return path
 
 
@@ -215,7 +217,8 @@ def test_text_to_image_streams_previews_then_the_result(browser_page):
     assert distinct >= STEPS - 2, f"only {distinct} preview frames seen for {STEPS} steps"
     assert {p for p in cache.rglob("*") if p.is_file()} == cached_before, "files were written for the job's previews or results"
     assert "Seed: 42" in page.input_value("#txt2img-infotext textarea")
-    assert page.inner_text("#txt2img-progress").strip() == "Done: 2 images"  # no Gradio timer text mixed in
+    done = page.inner_text("#txt2img-progress").strip()
+    assert re.fullmatch(r"Done: 2 images in \d+\.\d s", done), done  # with the time it took; no Gradio timer text mixed in
     assert page.get_attribute("#txt2img-preview img", "src").endswith(".png")  # the result, not the last JPEG preview
     shown = page.evaluate("""() => { const g = document.querySelector('#txt2img-gallery').getBoundingClientRect();
         const i = document.querySelector('#txt2img-gallery img').getBoundingClientRect();
@@ -232,16 +235,62 @@ def test_text_to_image_streams_previews_then_the_result(browser_page):
         shutil.copyfile(shot, ROOT / "docs" / "screenshot.png")
 
 
-def test_step_previews_tab_shows_the_last_job(browser_page):
+# One sample of the player: the frame the caption names, the slider's value, and the frame whose picture is shown
+# (found back from the blob URL the player made for it).
+PLAYER_STATE = """() => {
+  const box = document.getElementById('steps-player'), s = window.__studioSteps;
+  const caption = box.querySelector('.steps-caption').textContent.match(/frame (\\d+)\\/(\\d+)/);
+  const src = box.querySelector('.steps-picture').src;
+  return { caption: caption ? Number(caption[1]) : null, slider: Number(box.querySelector('.steps-slider').value),
+           index: s.index, src };
+}"""
+
+
+def _frame_requests(page) -> list:
+    return [r for r in page.evaluate("() => performance.getEntriesByType('resource').map((e) => e.name)") if "/frames/" in r]
+
+
+def test_step_previews_play_in_the_browser_and_survive_a_reload(browser_page):
     page = browser_page
     _ensure_result(page)
     page.click("button[role=tab]:has-text('Step previews')")
-    page.wait_for_selector("#steps-main img", timeout=30_000)
-    caption = re.search(r"Step (\d+) of (\d+) · frame (\d+)/(\d+)", page.inner_text("#steps-caption"))
-    assert caption, page.inner_text("#steps-caption")
-    step, total, frame, frames = (int(v) for v in caption.groups())
-    assert step == total and frame == frames > 1  # the last job's last step, one frame per step
+    page.wait_for_function("() => /Step (\\d+) of \\1 · frame (\\d+)\\/\\2/.test(document.querySelector('#steps-player .steps-caption').textContent)",
+                           timeout=30_000)  # the newest job, at its last step
+    assert page.locator("#steps-player .steps-job option").count() >= 1
+    assert page.get_attribute("#steps-player .steps-picture", "src").startswith("blob:")
+    frames = int(page.get_attribute("#steps-player .steps-slider", "max"))
+    assert frames == STEPS  # one frame per step
+    sheet = page.get_attribute("#steps-player .steps-export-sheet", "href")
+    answer = page.request.get(page.evaluate("(h) => new URL(h, location.href).href", sheet))
+    assert answer.status == 200 and answer.headers["content-type"] == "image/png"
     _shot(page, "4-step-previews")
+
+    # Play: every frame is fetched before the first is shown, and then nothing more; caption, slider and picture
+    # always name the same frame.
+    page.select_option("#steps-player .steps-speed", "15")
+    page.evaluate("() => performance.clearResourceTimings()")
+    page.click("#steps-player .steps-play")
+    page.wait_for_function("() => document.querySelector('#steps-player .steps-play').textContent === 'Playing'", timeout=30_000)
+    fetched = len(_frame_requests(page))
+    samples = []
+    while True:
+        state = page.evaluate(PLAYER_STATE)
+        samples.append(state)
+        if page.inner_text("#steps-player .steps-play") == "Play":
+            break
+        page.wait_for_timeout(20)
+    indices = [s["index"] for s in samples]
+    assert all(s["caption"] == s["slider"] == s["index"] for s in samples), samples[:5]
+    assert indices == sorted(indices) and indices[-1] == frames and len(set(indices)) >= frames // 2, indices
+    assert len(_frame_requests(page)) == fetched, "playing fetched frames again"
+    assert fetched <= frames * 5  # at most once each: the picture and 4 channels per frame
+
+    page.reload()
+    page.wait_for_selector("#txt2img-prompt textarea", timeout=60_000)
+    page.click("button[role=tab]:has-text('Step previews')")
+    page.wait_for_function("(n) => document.querySelector('#steps-player .steps-caption').textContent.includes(`frame ${n}/${n}`)",
+                           arg=frames, timeout=30_000)
+    assert page.get_attribute("#steps-player .steps-picture", "src").startswith("blob:")
 
 
 def test_png_info_reads_parameters_and_sends_them(browser_page, engine):
@@ -266,6 +315,7 @@ def test_inpainting_paints_a_mask_and_generates(browser_page):
     page.fill("#inpaint-prompt textarea", "a red door")
     page.click("#inpaint-editor button[aria-label=Brush]")
     canvas = page.locator("#inpaint-editor canvas").last
+    page.locator("#inpaint-editor").scroll_into_view_if_needed()  # the mouse paints only where the window shows
     box = canvas.bounding_box()
     cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     page.mouse.move(cx - 60, cy - 20)
@@ -274,11 +324,45 @@ def test_inpainting_paints_a_mask_and_generates(browser_page):
         page.mouse.move(cx - 60 + i * 10, cy - 20 + (i % 4) * 10, steps=2)
     page.mouse.up()
     time.sleep(0.5)
-    _shot(page, "3-inpainting-mask")
+    _shot(page, "3-inpainting-mask", full_page=False)
     previews, _ = _watch_and_wait(page, "inpaint", lambda: page.click("#inpaint-generate"))
     print(f"[browser] inpaint: {len({s for s, _ in previews})} distinct preview frames seen")
     assert "Mask blur" in page.input_value("#inpaint-infotext textarea")
     _shot(page, "3-inpainting-result")
+
+
+def _stroke_thickness(page, engine, size: int) -> int:
+    """Paint one straight stroke with the Brush size field at `size`, generate: the mask's height in pixels."""
+    _set_slider(page, "inpaint-brush-size", size)
+    page.click("#inpaint-clear-mask")
+    time.sleep(1.0)
+    page.click("#inpaint-editor button[aria-label=Brush]")
+    page.locator("#inpaint-editor").scroll_into_view_if_needed()
+    box = page.locator("#inpaint-editor canvas").last.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx - 50, cy)
+    page.mouse.down()
+    page.mouse.move(cx + 50, cy, steps=10)
+    page.mouse.up()
+    time.sleep(0.5)
+    page.click("#inpaint-generate")
+    page.wait_for_selector("#inpaint-progress .studio-progress-done", state="detached", timeout=30_000)
+    page.wait_for_selector("#inpaint-progress .studio-progress-done", timeout=120_000)
+    mask = engine.jobs.latest("alice").request.mask.convert("L")
+    rows = [y for y in range(mask.height) if any(mask.getpixel((x, y)) > 127 for x in range(mask.width))]
+    return len(rows)
+
+
+def test_the_brush_size_field_sets_the_mask_brush(browser_page, engine):
+    page = browser_page
+    _ensure_result(page)
+    page.click("#txt2img-to-inpaint")
+    page.wait_for_selector("#inpaint-editor canvas", timeout=30_000)
+    _set_slider(page, "inpaint-steps", 2)
+    _set_slider(page, "inpaint-mask-blur", 0)
+    thin, thick = _stroke_thickness(page, engine, 4), _stroke_thickness(page, engine, 40)
+    print(f"[browser] mask stroke at brush 4: {thin} px high; at brush 40: {thick} px")
+    assert 0 < thin and thick >= 4 * thin
 
 
 def test_image_to_image_tab_screenshot(browser_page):
@@ -550,6 +634,51 @@ def test_two_clicks_make_two_jobs_in_the_job_list(fresh_page):
     page.wait_for_function("() => document.querySelectorAll('#txt2img-jobs li').length === 0", timeout=60_000)
 
 
+def _number_is(page, element_id: str, value) -> None:
+    page.wait_for_function("([sel, want]) => Number(document.querySelector(sel).value) === want",
+                           arg=[f"#{element_id} input[type=number]", value], timeout=15_000)
+
+
+def test_settings_are_saved_per_user_and_set_the_tabs(fresh_page, engine):
+    page = fresh_page
+    page.click("button[role=tab]:has-text('Settings')")
+    pattern = "#settings-filename-pattern input, #settings-filename-pattern textarea"
+    page.fill(pattern, "[seed]-[hash]")
+    page.click("#settings-save")
+    _toast(page, "unknown tokens ([hash])")  # refused, saying which
+    _pick(page, "settings-sampler", "DDIM")
+    _set_slider(page, "settings-steps", 3)
+    page.fill(pattern, "[seed]-[prompt_words]")
+    page.click("#settings-save")
+    page.wait_for_function("() => document.querySelector('#settings-status').innerText.includes('Saved')", timeout=15_000)
+    _shot(page, "12-settings")
+    page.click("button[role=tab]:has-text('Text to image')")
+    _number_is(page, "txt2img-steps", 3)  # the tabs take the new defaults at once
+    assert page.input_value("#txt2img-sampler input") == "DDIM"
+    try:
+        page.reload()  # ... and on every page load
+        page.wait_for_selector("#txt2img-prompt textarea", timeout=60_000)
+        _number_is(page, "txt2img-steps", 3)
+        page.click("button[role=tab]:has-text('Inpainting')")
+        _number_is(page, "inpaint-steps", 3)
+        page.click("button[role=tab]:has-text('Text to image')")
+        page.fill("#txt2img-prompt textarea", "a settings check")
+        for name in ("width", "height"):
+            _set_slider(page, f"txt2img-{name}", 64)
+        page.click("#txt2img-generate")
+        page.wait_for_selector("#txt2img-progress .studio-progress-done", timeout=120_000)
+        infotext = page.input_value("#txt2img-infotext textarea")
+        assert "Steps: 3, Sampler: DDIM" in infotext
+        seed = re.search(r"Seed: (\d+)", infotext).group(1)
+        names = [p.name for p in Path(engine.settings.outputs).rglob("*.png")]
+        assert any(re.fullmatch(rf"\d{{5}}-{seed}-a settings check\.png", n) for n in names), names  # the pattern
+    finally:
+        page.click("button[role=tab]:has-text('Settings')")
+        page.click("#settings-reset")
+        page.wait_for_function("() => document.querySelector('#settings-status').innerText.includes('defaults')", timeout=15_000)
+    _number_is(page, "txt2img-steps", 20)
+
+
 def test_the_page_stays_put_when_a_job_ends(fresh_page):
     page = fresh_page
     page.locator("#txt2img-prompt textarea").fill("a quiet page")
@@ -586,7 +715,7 @@ def test_outpainting_extends_the_canvas_and_fills_it(browser_page):
 def test_every_tab_at_both_sizes(fresh_page, width, height):
     page = fresh_page
     page.set_viewport_size({"width": width, "height": height})
-    for tab in ("Text to image", "Image to image", "Inpainting", "Extras", "Step previews", "PNG info", "History"):
+    for tab in ("Text to image", "Image to image", "Inpainting", "Extras", "Step previews", "PNG info", "History", "Settings"):
         page.click(f"button[role=tab]:has-text('{tab}')")
         page.wait_for_timeout(400)
         overflow = page.evaluate("() => document.documentElement.scrollWidth - document.documentElement.clientWidth")

@@ -108,3 +108,10 @@ def test_history_tab_in_a_browser(page, engine):
     trash = list((Path(engine.settings.outputs) / "alice" / ".trash").rglob("*.png"))
     assert len(trash) == 1
     _shot(page, "history-4-after-delete")
+
+    # A reload (or a restart) finds the gallery again: it is read from the PNGs on disk.
+    page.reload()
+    page.wait_for_selector("#txt2img-prompt textarea", timeout=60_000)
+    page.click("button[role=tab]:has-text('History')")
+    _thumbnails(page, 1)
+    assert "1 image" in page.inner_text("#history-page")

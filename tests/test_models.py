@@ -113,16 +113,32 @@ def test_hub_model_not_in_cache_offline_is_an_error(tmp_path, monkeypatch):
     assert "someone/some-model" in str(caught.value) and "HF_HUB_OFFLINE" in str(caught.value)
 
 
-def test_default_model_falls_back_to_tiny_and_says_so(tmp_path, monkeypatch, studio_cache):
+def test_default_model_falls_back_to_demo_and_says_so(tmp_path, monkeypatch, studio_cache):
     from studio.engine import Engine
     from studio.outputs import OutputStore
 
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
     engine = Engine(Settings(model=None, outputs=tmp_path / "out", cache_dir=studio_cache, warmup=False), OutputStore(tmp_path / "out")).start()
     try:
-        assert engine.current_model == "tiny"
-        assert "stable-diffusion-v1-5/stable-diffusion-v1-5" in engine.info().notice
-        assert "tiny" in engine.info().notice
+        assert engine.current_model == "demo"
+        notice = engine.info().notice
+        assert "stable-diffusion-v1-5/stable-diffusion-v1-5" in notice
+        assert "'demo' model, which draws simple coloured shapes" in notice and "a red circle on a white background" in notice
+    finally:
+        engine.stop()
+
+
+def test_without_the_demo_model_the_fallback_is_tiny(tmp_path, monkeypatch, studio_cache):
+    import studio.engine
+    from studio.engine import Engine
+    from studio.outputs import OutputStore
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
+    monkeypatch.setattr(studio.engine, "demo_available", lambda: False)  # a copy of the studio without models/demo
+    engine = Engine(Settings(model=None, outputs=tmp_path / "out", cache_dir=studio_cache, warmup=False), OutputStore(tmp_path / "out")).start()
+    try:
+        assert engine.current_model == "tiny" and "random-weight 'tiny'" in engine.info().notice
+        assert "demo" not in engine.available_models()
     finally:
         engine.stop()
 

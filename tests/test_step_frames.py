@@ -1,12 +1,12 @@
 """Step frames are delivered by the studio's own per-user route from memory (never Gradio's file route): the
-routes, owner-only; the animation encoder; and the Step previews tab's HTML pointing at that route."""
+routes, owner-only; the animation encoder; the contact sheet and the list of the caller's jobs with frames."""
 
 from __future__ import annotations
 
-import html
 import io
 import re
 import time
+from types import SimpleNamespace
 
 import pytest
 from fastapi import FastAPI, Request
@@ -15,11 +15,10 @@ from PIL import Image
 from server_support import job_service
 
 from studio.animation import animation_bytes
+from studio.contact_sheet import contact_sheet_png, spread_indices
 from studio.previews import encode_jpeg
 from studio.contract import Finished, GenerationRequest
-from studio.ui import step_previews
-from studio.ui.streaming import Session
-from studio.web.frames import build_frames_router
+from studio.web.frames import DROPPED, build_frames_router
 
 STEPS = 4
 
@@ -99,13 +98,14 @@ def test_owner_downloads_the_animation_built_in_memory(client, alices_job, fmt, 
     assert animation.format == fmt.upper() and animation.n_frames == STEPS
 
 
-@pytest.mark.parametrize("path", ["/frames", "/frames/1/x0.jpg", "/frames/1/c4.jpg", "/animation.gif", "/animation.webp?view=noisy"])
+@pytest.mark.parametrize("path", ["/frames", "/frames/1/x0.jpg", "/frames/1/c4.jpg", "/animation.gif", "/animation.webp?view=noisy",
+                                  "/contact-sheet.png"])
 def test_someone_elses_or_an_unknown_job_is_404(client, alices_job, path):
     for user, job_id in (("bob", alices_job.id), ("alice", "0" * 32), ("local", alices_job.id)):
         response = _get(client, f"/studio/api/jobs/{job_id}{path}", user)
         assert response.status_code == 404, (user, job_id, path)
         assert response.json()["detail"] == "No such job among yours."
-        assert not response.content.startswith((b"\xff\xd8", b"GIF", b"RIFF"))  # no picture bytes leak
+        assert not response.content.startswith((b"\xff\xd8", b"GIF", b"RIFF", b"\x89PNG"))  # no picture bytes leak
 
 
 @pytest.mark.parametrize("path", ["/frames/0/x0.jpg", f"/frames/{STEPS + 1}/x0.jpg", "/frames/-1/x0.jpg", "/frames/one/x0.jpg",
@@ -138,39 +138,120 @@ def test_animation_bytes_has_every_frame_and_holds_the_last():
         animation_bytes([], "gif")
 
 
-def test_step_previews_tab_points_at_the_studio_route(alices_job):
-    session = Session(last_job=alices_job)
-    main, channels, caption, export = step_previews.frame_view(session, 2, step_previews.NOISY)
-    route = f"/studio/api/jobs/{alices_job.id}"
-    assert f'src="{route}/frames/2/noisy.jpg"' in main
-    assert [f"{route}/frames/2/c{n}.jpg" for n in range(1, 5)] == re.findall(r'src="([^"]+)"', channels)
-    assert caption == f"Step 2 of {STEPS} · frame 2/{STEPS}"
-    assert f'href="{route}/animation.gif?view=noisy"' in export and f'href="{route}/animation.webp?view=noisy"' in export
-    assert " download" in export
-    for piece in (main, channels, export):
-        assert "/gradio_api/file" not in piece and "file=" not in piece
-    x0_main = step_previews.frame_view(session, 99, step_previews.X0)[0]  # clamped to the last frame
-    assert f'src="{route}/frames/{STEPS}/x0.jpg"' in x0_main
+# ---- the contact sheet and the list of jobs with frames
+
+SHEET_MAX_WIDTH = 1100  # "sized for sharing"
 
 
-def test_step_previews_tab_escapes_the_job_id(alices_job):
-    class Strange:
-        id = '"><script>alert(1)</script>'
-        step_frames = alices_job.step_frames
-
-    main, channels, _, export = step_previews.frame_view(Session(last_job=Strange()), 1, step_previews.X0)
-    for piece in (main, channels, export):
-        assert "<script" not in piece
-    assert "/studio/api/jobs/%22%3E%3Cscript%3Ealert%281%29%3C%2Fscript%3E/frames/1/x0.jpg" in main
+def _sheet(data: bytes) -> Image.Image:
+    image = _decoded(data)
+    assert image.format == "PNG" and image.mode == "RGB"
+    return image
 
 
-def test_the_tab_serves_the_frames_it_points_at(client, alices_job):
-    """Every URL the tab writes is one the route answers for the owner (and refuses to anyone else)."""
-    session = Session(last_job=alices_job)
-    pieces = step_previews.frame_view(session, 3, step_previews.X0)
-    urls = [html.unescape(u) for u in re.findall(r'(?:src|href)="([^"]+)"', "".join(pieces))]
-    assert len(urls) == 1 + 4 + 2
-    for url in urls:
-        assert _get(client, url, "alice").status_code == 200, url
-        assert _get(client, url, "bob").status_code == 404, url
+def test_owner_downloads_the_contact_sheet(client, alices_job):
+    response = _get(client, f"/studio/api/jobs/{alices_job.id}/contact-sheet.png", "alice")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/png"
+    assert response.headers["content-disposition"] == f'attachment; filename="steps-{alices_job.id[:8]}-sheet.png"'
+    assert response.headers["cache-control"] == "private, no-store"
+    sheet = _sheet(response.content)
+    assert sheet.width <= SHEET_MAX_WIDTH
+    # The title line (prompt and seed) sits above the header: the same frames untitled make a shorter sheet.
+    untitled = _sheet(contact_sheet_png(alices_job.step_frames))
+    assert sheet.width == untitled.width and sheet.height > untitled.height
+    one_row = _sheet(contact_sheet_png(alices_job.step_frames[:1]))
+    assert untitled.height > one_row.height  # a row per frame (STEPS of them, under max_rows)
 
+
+def _frames_job(engine, owner: str, steps: int = 2):
+    job = engine.submit(GenerationRequest("y", steps=steps, width=64, height=64, seed=2), owner=owner)
+    assert isinstance(job.wait(60), Finished)
+    _wait_for_frames(job, steps)
+    return job
+
+
+def test_a_job_without_frames_has_no_contact_sheet(client, engine):
+    dropped, empty = _frames_job(engine, "carol"), _frames_job(engine, "carol")
+    dropped.step_frames, dropped.frames_dropped = [], True  # as JobStore drops them
+    empty.step_frames = []  # as before the first previewed step
+    response = _get(client, f"/studio/api/jobs/{dropped.id}/contact-sheet.png", "carol")
+    assert response.status_code == 404 and response.json()["detail"] == DROPPED
+    response = _get(client, f"/studio/api/jobs/{empty.id}/contact-sheet.png", "carol")
+    assert response.status_code == 404 and response.json()["detail"] == "This job has no step frames (yet)."
+    listed = _get(client, "/studio/api/frames", "carol").json()
+    assert [entry["id"] for entry in listed] == [dropped.id]  # the dropped job is listed, the frameless one is not
+    assert listed[0]["dropped"] is True and listed[0]["frames"] == 0 and listed[0]["total"] == 0
+
+
+def test_the_caller_lists_only_their_jobs_with_frames_newest_first(client, engine, alices_job):
+    newer = _frames_job(engine, "alice", steps=3)
+    listed = _get(client, "/studio/api/frames", "alice").json()
+    assert [entry["id"] for entry in listed][:2] == [newer.id, alices_job.id]
+    assert [entry["created"] for entry in listed] == sorted((entry["created"] for entry in listed), reverse=True)
+    entry = next(entry for entry in listed if entry["id"] == alices_job.id)
+    assert entry == {"id": alices_job.id, "prompt": "x", "status": "finished", "frames": STEPS, "total": STEPS,
+                     "created": alices_job.created, "dropped": False}
+    for stranger in ("bob", "local"):
+        seen = {entry["id"] for entry in _get(client, "/studio/api/frames", stranger).json()}
+        assert not seen & {newer.id, alices_job.id}, stranger
+
+
+def _solid_frames(count: int, side: int = 64) -> list:
+    """Stand-ins for previews.StepFrames whose x0 colour tells the frame: (10 * index, 0, 255 - 10 * index)."""
+
+    def jpeg(colour, mode="RGB"):
+        return encode_jpeg(Image.new(mode, (side, side), colour))
+
+    return [SimpleNamespace(step=i + 1, total=count, x0=jpeg((10 * i, 0, 255 - 10 * i)), noisy=jpeg((0, 200, 0)),
+                            channels=tuple(jpeg(60 * c, "L") for c in range(4))) for i in range(count)]
+
+
+def _frames_shown(sheet: Image.Image, count: int) -> list[int]:
+    """The frames whose x0 colour fills at least a cell's worth of the sheet's pixels (JPEG is off by a little)."""
+    colours = sheet.getcolors(sheet.width * sheet.height)
+    shown = []
+    for i in range(count):
+        expected = (10 * i, 0, 255 - 10 * i)
+        pixels = sum(n for n, colour in colours if max(abs(a - b) for a, b in zip(colour, expected)) <= 3)
+        if pixels >= 32 * 32 * 0.8:
+            shown.append(i)
+    return shown
+
+
+def test_the_sheet_grows_a_band_per_row_up_to_max_rows():
+    heights = []
+    for count in range(1, 9):
+        sheet = _sheet(contact_sheet_png(_solid_frames(count), max_rows=5, cell=32))
+        heights.append(sheet.height)
+        assert _frames_shown(sheet, count) == spread_indices(count, 5)
+    bands = [b - a for a, b in zip(heights, heights[1:])]
+    assert bands[:4] == [bands[0]] * 4 and bands[0] >= 32  # rows 2..5: one cell (and a gap) each
+    assert bands[4:] == [0, 0, 0]  # beyond max_rows: no more rows
+
+
+def test_the_default_sheet_of_many_steps_is_sized_for_sharing():
+    frames = _solid_frames(20)
+    sheet = _sheet(contact_sheet_png(frames, title="a long prompt, " * 40))
+    assert sheet.width <= SHEET_MAX_WIDTH
+    assert _frames_shown(sheet, 20) == spread_indices(20, 10) and len(spread_indices(20, 10)) == 10
+    one_row = _sheet(contact_sheet_png(frames[-1:], title="short"))  # the same widest label, "Step 20/20"
+    assert sheet.width == one_row.width  # a long title is cut to the width, never widens the sheet
+    band = _sheet(contact_sheet_png(frames[-2:], title="t")).height - one_row.height
+    assert band > 0 and sheet.height - one_row.height == 9 * band  # 10 rows at most
+    with pytest.raises(ValueError):
+        contact_sheet_png([])
+
+
+def test_spread_indices_keeps_the_ends_and_spreads_evenly():
+    assert spread_indices(20, 12)[:3] == [0, 2, 3] and spread_indices(3, 12) == [0, 1, 2]
+    for count in range(1, 70):
+        for limit in range(2, 14):
+            chosen = spread_indices(count, limit)
+            assert len(chosen) == min(count, limit)
+            assert chosen[0] == 0 and chosen[-1] == count - 1
+            assert chosen == sorted(set(chosen))  # increasing: no duplicates
+            gaps = [b - a for a, b in zip(chosen, chosen[1:])]
+            assert not gaps or max(gaps) - min(gaps) <= 1, (count, limit, chosen)
+    with pytest.raises(ValueError):
+        spread_indices(5, 1)

@@ -159,6 +159,23 @@ def test_png_info_sends_schedule_type_variation_tiling_and_hires():
         hr_prompt="a castle, fine detail", hr_negative_prompt="lowres, blur", denoising_strength=0.45)
 
 
+def test_sending_to_inpainting_applies_its_mask_settings_and_names_the_tab():
+    text = ("a red door\nSteps: 12, Sampler: Euler a, CFG scale: 7, Seed: 5, Size: 128x128, Denoising strength: 0.6, "
+            "Mask blur: 8, Inpaint area: Only masked, Masked area padding: 48, Masked content: latent noise, Model: tiny")
+    inpainting = ("denoising_strength", "mask_blur", "inpainting_fill", "inpaint_full_res", "inpaint_full_res_padding")
+    fields, notes = _plan(parse_infotext(text), target="Inpainting", image_fields=inpainting)
+    assert notes == []
+    assert (fields["denoising_strength"], fields["mask_blur"], fields["inpainting_fill"], fields["inpaint_full_res"],
+            fields["inpaint_full_res_padding"]) == (0.6, 8, 2, 1, 48)
+    assert "enable_hr" not in fields  # the tab has no hires fix
+    fields, notes = _plan(parse_infotext(text), target="Image to image", image_fields=("denoising_strength",))
+    assert fields["denoising_strength"] == 0.6 and "mask_blur" not in fields
+    assert notes == ["Not applied (Image to image has no such setting): Mask blur, Inpaint area, Masked area padding, "
+                     "Masked content."]
+    fields, notes = _plan(parse_infotext(text.replace("latent noise", "sparkles")), target="Inpainting", image_fields=inpainting)
+    assert "inpainting_fill" not in fields and any("Masked content “sparkles”" in n for n in notes)
+
+
 def test_png_info_sets_back_what_the_text_leaves_out():
     params = parse_infotext("a cat\nSteps: 20, Sampler: DPM++ 2M, Schedule type: Exponential, CFG scale: 7, Seed: 1, Size: 64x64")
     fields, notes = _plan(params)

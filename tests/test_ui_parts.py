@@ -4,6 +4,7 @@ per-session cancel, and the rule that the UI imports no torch."""
 from __future__ import annotations
 
 import asyncio
+import re
 
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from PIL import Image, ImageDraw
 from server_support import job_service
 
 from studio.contract import Finished, GenerationRequest
-from studio.ui import inpaint, png_info, step_previews
+from studio.ui import inpaint, png_info
 from studio.ui.streaming import Session, cancel_job, stream_job
 from studio.ui.tokens import WINDOW, TokenCounter, counter_for, find_merges, token_counter_html
 
@@ -72,32 +73,6 @@ def test_png_info_reads_our_parameters_and_maps_them_to_text_to_image(engine, tm
     assert png_info.read_parameters(str(plain))[1] == {}
 
 
-def test_step_previews_show_frames_through_the_studio_route(engine, monkeypatch):
-    import gradio as gr
-
-    job = engine.submit(GenerationRequest("steps", steps=5, seed=3, width=64, height=64), owner="t")
-    assert isinstance(job.wait(60), Finished)
-    session = Session(last_job=job)  # what generating from the browser tab leaves behind
-    deadline = __import__("time").time() + 10
-    while len(job.step_frames) < 5 and __import__("time").time() < deadline:
-        __import__("time").sleep(0.05)
-    main, channels, caption, export = step_previews.frame_view(session, 2, step_previews.NOISY)
-    route = f"/studio/api/jobs/{job.id}"
-    assert f'src="{route}/frames/2/noisy.jpg"' in main
-    assert all(f'src="{route}/frames/2/c{n}.jpg"' in channels for n in range(1, 5))
-    assert caption == "Step 2 of 5 · frame 2/5"
-    assert f'href="{route}/animation.gif?view=noisy"' in export and f'href="{route}/animation.webp?view=noisy"' in export
-    assert not any("/gradio_api/" in piece or "file=" in piece for piece in (main, channels, export))
-    monkeypatch.setattr(step_previews, "PLAY_FPS", 1000)
-    with gr.Blocks():  # Play is a handler of the built tab
-        play = step_previews.build(gr.State(Session()))["animate"]
-    played = list(play(session, step_previews.X0))  # (slider, main, channels, caption, export) per frame
-    assert [p[3] for p in played] == [f"Step {i} of 5 · frame {i}/5" for i in range(1, 6)]
-    assert f'src="{route}/frames/5/x0.jpg"' in played[-1][1]
-    empty = step_previews.frame_view(Session(), 1, step_previews.X0)
-    assert empty[0] == "" and "No step frames" in empty[2]
-
-
 def _updates(engine, session, request, take=None) -> list:
     """Run the UI's streaming handler (an async generator) to its end, or for its first `take` updates."""
     from studio.ui.streaming import Services
@@ -130,6 +105,69 @@ def test_cancel_only_touches_this_sessions_job(engine):
     rest = asyncio.run(run())
     assert "Cancelled" in rest[-1][1]
     assert mine.last_job.status == "cancelled" and "txt2img" not in mine.jobs
+
+
+def test_a_cancelled_job_says_where_it_stopped_and_clears_the_results_before_it(engine):
+    from studio.ui.streaming import Services
+
+    session = Session()
+    first = _updates(engine, session, GenerationRequest("first", steps=2, width=64, height=64))
+    assert first[-1][2] and session.results["txt2img"]  # the first job's results are on screen
+
+    async def run():
+        service = job_service(engine)
+        stream = stream_job(Services(service), session, "txt2img", GenerationRequest("long", steps=80, width=64, height=64), None)
+        out = [await stream.__anext__()]
+        job = session.last_job
+        while job.last_step is None or job.last_step.step < 3:
+            await asyncio.sleep(0.02)
+        cancel_job(service, session, "txt2img")
+        out += [update async for update in stream]
+        return out
+
+    updates = asyncio.run(run())
+    _, progress, gallery, infotext, downloads = updates[-1]
+    stopped = re.search(r"Cancelled at step (\d+)/80 in [\d.]+ s: nothing saved", progress)
+    assert stopped and int(stopped.group(1)) >= 3, progress
+    assert (gallery, infotext, downloads) == ([], "", "") and session.results["txt2img"] == []
+
+
+def test_a_job_queued_behind_one_of_its_tab_leaves_the_live_preview_to_it(engine):
+    from studio.ui.streaming import Services
+
+    session = Session()
+
+    async def run():
+        services = Services(job_service(engine))
+        request = GenerationRequest("a", steps=30, width=64, height=64)
+        first = stream_job(services, session, "txt2img", request, None)
+        running = (await first.__anext__())[0]
+        second = stream_job(services, session, "txt2img", request, None)
+        second_updates = [update async for update in _drain_until_started(second, first)]
+        return running, second_updates
+
+    running, second = asyncio.run(run())
+    job_ids = re.findall(r"/studio/api/jobs/([^/]+)/stream", running)
+    assert job_ids  # the first job's live box at once
+    drawn = [u for u in second if isinstance(u[0], str)]  # updates that redraw the live box
+    assert len(drawn) == 1 and "Starting on" in drawn[0][1]  # only once it starts, never while it waits
+    assert job_ids[0] not in drawn[0][0]
+
+
+async def _drain_until_started(second, first):
+    """The second job's updates up to its Started (the first is drained meanwhile, so it finishes)."""
+    drain = asyncio.ensure_future(_consume(first))
+    async for update in second:
+        yield update
+        if isinstance(update[1], str) and "Starting on" in update[1]:
+            break
+    await drain
+    await second.aclose()
+
+
+async def _consume(stream):
+    async for _ in stream:
+        pass
 
 
 def test_a_bad_request_is_a_gradio_error_with_the_engines_message(engine):

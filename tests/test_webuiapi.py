@@ -265,14 +265,16 @@ def test_options_round_trip_is_per_user(server, api):
 
 def test_models_and_the_util_helpers(api):
     models = api.get_sd_models()
-    assert [m["title"] for m in models] == ["tiny"] and models[0]["model_name"] == "tiny" and models[0]["hash"]
-    assert set(models[0]) >= {"title", "model_name", "hash", "sha256", "filename", "config"}
-    assert api.util_get_model_names() == ["tiny"]
+    assert [m["title"] for m in models] == ["demo", "tiny"]  # the shipped demo model is always offered
+    tiny = models[1]
+    assert tiny["model_name"] == "tiny" and tiny["hash"]  # loaded, so hashed
+    assert set(tiny) >= {"title", "model_name", "hash", "sha256", "filename", "config"}
+    assert api.util_get_model_names() == ["demo", "tiny"]
     assert api.util_get_current_model() == "tiny"
     api.util_set_model("tiny")  # the current model, by its exact name
     api.util_set_model("Tiny")  # find_closest: webuiapi lowercases, then picks the nearest title
     assert api.util_get_current_model() == "tiny" and api.get_options()["sd_model_checkpoint"] == "tiny"
-    assert api.refresh_checkpoints() == {"models": ["tiny"]}  # A1111 answers null; the studio, the names
+    assert api.refresh_checkpoints() == {"models": ["demo", "tiny"]}  # A1111 answers null; the studio, the names
     names = api.util_get_sampler_names()
     assert names == sorted(names) and {"Euler", "Euler a", "DPM++ 2M"} <= set(names)
     assert api.util_get_scheduler_names() == sorted(["automatic", "uniform", "karras", "exponential", "sgm_uniform", "beta"])

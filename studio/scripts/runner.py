@@ -106,7 +106,8 @@ def run_plan(service, plan: Plan, user: str, client_host: Optional[str] = None,
     result.outputs = plan.assemble(run.results)
     for output in result.outputs:
         if output.path is None and output.image is not None:
-            output.path = str(service.outputs.save_png(output.image, output.infotext, output.seed, owner=user))
+            output.path = str(service.outputs.save_png(output.image, output.infotext, output.seed, owner=user,
+                                                       pattern=requests[0].filename_pattern))
             output.image = None
     if plan.cells_are_intermediate:  # the tiles are in the assembled picture: the user's history keeps that only
         service.discard_results(user, [image.path for cell in run.results for image in cell])

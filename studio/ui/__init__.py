@@ -13,12 +13,14 @@ from typing import Optional
 
 import gradio as gr
 
-from . import extras, gallery, img2img, inpaint, networks, options, png_info, script_panel, step_previews, txt2img
+from . import extras, gallery, img2img, inpaint, networks, options, png_info, script_panel, settings, step_previews, txt2img
 from studio.contract import LOCAL_USER
 from studio.metadata import parse_infotext
 from studio.history import History
+from studio.user_settings import UserSettingsStore
 
-from .panel import Panel
+from .options import offered_models
+from .panel import IMAGE_CONTROLS, Panel, model_picker
 from .streaming import SILENT, TELLING, Services, Session
 
 CSS = """
@@ -26,7 +28,9 @@ CSS = """
 .studio-banner p { margin: 0; }
 .token-counter { font-size: 0.85em; color: var(--body-text-color-subdued); }
 .token-over { color: #b45309; font-weight: 600; }
-.studio-progress { font-variant-numeric: tabular-nums; padding: 4px 2px; min-height: 1.6em; }
+.studio-progress { font-variant-numeric: tabular-nums; padding: 4px 8px; min-height: 1.6em; border-radius: 6px;
+                    background: linear-gradient(to right, var(--color-accent-soft) var(--studio-done, 0%), transparent 0); }
+.studio-progress-done, .studio-progress-cancelled { background: none; }
 .studio-progress-done { color: #15803d; font-weight: 600; }
 .studio-progress-cancelled { color: #b91c1c; }
 .studio-footer { font-size: 0.85em; color: var(--body-text-color-subdued); }
@@ -46,10 +50,13 @@ CSS = """
 .studio-job-state { font-variant-numeric: tabular-nums; white-space: nowrap; min-width: 9em; }
 .studio-job-prompt { flex: 1; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; color: var(--body-text-color-subdued); }
 .studio-jobs button { border: 1px solid var(--border-color-primary); border-radius: 6px; padding: 0 8px; background: var(--button-secondary-background-fill); }
+/* The model picker above the tabs, its Refresh beside the field (not the whole box's height). */
+.studio-topbar { align-items: flex-end; }
+#studio-model-refresh { margin-bottom: 12px; }
 /* Aspect presets and Swap: one slim row under Width and Height. */
 .studio-size-presets { gap: 6px !important; margin-top: -6px; }
 .studio-size-presets > button { flex: 0 0 auto !important; min-width: 52px !important; padding: 2px 10px; }
-""" + networks.CSS + options.CSS + script_panel.CSS + extras.CSS + gallery.CSS
+""" + networks.CSS + options.CSS + script_panel.CSS + extras.CSS + gallery.CSS + step_previews.CSS
 
 # On page load: the style sheet (so it applies however the server mounts the UI), and Ctrl+Enter (Cmd+Enter)
 # in a prompt box clicks that tab's Generate button; a Networks card's click puts its tag into that tab's prompt.
@@ -85,7 +92,10 @@ SHORTCUTS_JS = """
       const step = JSON.parse(e.data), line = progress();
       // A script's cell keeps its "Cell 3/9" in front (data-prefix).
       const prefix = line && line.dataset.prefix ? `${line.dataset.prefix} · ` : '';
-      if (line && !line.classList.contains('studio-progress-done')) line.textContent = `${prefix}Step ${step.step}/${step.total}${etaText(step.eta)}`;
+      if (line && !line.classList.contains('studio-progress-done')) {
+        line.textContent = `${prefix}Step ${step.step}/${step.total}${etaText(step.eta)}`;
+        line.style.setProperty('--studio-done', `${Math.round(100 * step.step / Math.max(step.total, 1))}%`);  // the bar
+      }
     });
     for (const end of ['finished', 'failed', 'cancelled']) source.addEventListener(end, () => source.close());
   };
@@ -97,6 +107,7 @@ SHORTCUTS_JS = """
   sweep();
 __CARDS__
 __TXT__
+__STEPS__
   // Gradio's gallery focuses its selected thumbnail when results arrive, and the browser scrolls the page to it: the
   // page would jump when a job ends. A gallery focus that no click or key asked for gets the scroll position back.
   let acted = 0, jumped = 0, steadyY = window.scrollY;
@@ -144,7 +155,8 @@ __TXT__
   });
   // Gradio's buttons take no tooltip: titles by id suffix, set as controls appear.
   const titles = { '-dice': 'A random seed (-1): a new one for each image', '-recycle': 'The seed of the last image made here',
-                   '-cancel': "Stop this tab's job (Escape)", '-generate': 'Generate (Ctrl+Enter)' };
+                   '-cancel': "Stop this tab's job (Escape)", '-generate': 'Generate (Ctrl+Enter)',
+                   'studio-model-refresh': 'Look again for models in the models folder' };
   const entitle = () => { for (const [suffix, title] of Object.entries(titles))
     document.querySelectorAll(`button[id$="${suffix}"]`).forEach((b) => { if (!b.title) b.title = title; }); };
   new MutationObserver(entitle).observe(document.body, { childList: true, subtree: true });
@@ -197,7 +209,7 @@ __TXT__
 
 
 SHORTCUTS_JS = (SHORTCUTS_JS.replace("__CSS__", json.dumps(CSS)).replace("__CARDS__", networks.CARD_JS)
-                .replace("__TXT__", script_panel.TXT_JS))
+                .replace("__TXT__", script_panel.TXT_JS).replace("__STEPS__", step_previews.PLAYER_JS))
 
 
 def footer_markdown(job_service) -> str:
@@ -221,14 +233,20 @@ def banner_update(job_service):
     return gr.Markdown(f"⚠️ {notice}" if notice else "", visible=bool(notice))
 
 
-def build_ui(job_service, *, files=None) -> gr.Blocks:
+def build_ui(job_service, *, files=None, user_settings: Optional[UserSettingsStore] = None) -> gr.Blocks:
     """job_service: studio.service.JobService (jobs, the model rule, engine facts); files: what hands pictures to
-    Gradio per user (the web side's GradioFiles). Call private_gradio_cache() (studio.web.gradio_files) first: Gradio
-    reads its cache folder per component."""
-    services = Services(job_service, files=files)
+    Gradio per user (the web side's GradioFiles); user_settings: each user's saved settings (by default in their
+    outputs folder). Call private_gradio_cache() (studio.web.gradio_files) first: Gradio reads its cache folder per
+    component."""
+    store = user_settings or UserSettingsStore(job_service.outputs)
+    limits = settings.limits_of(job_service)
+    services = Services(job_service, files=files, user_settings=store, settings_limits=limits)
     with gr.Blocks(title="SD Studio") as blocks:
         session = gr.State(Session())
         banner = gr.Markdown(**_banner_kwargs(job_service), elem_classes=["studio-banner"], elem_id="studio-banner")
+        with gr.Row(elem_classes=["studio-topbar"], equal_height=False):
+            services.model_picker = model_picker(job_service, "studio-model", scale=0, min_width=420)
+            model_refresh = gr.Button("Refresh", elem_id="studio-model-refresh", scale=0, min_width=90, size="sm")
         with gr.Tabs(elem_id="studio-tabs") as tabs:
             with gr.Tab("Text to image", id="txt2img", elem_id="tab-txt2img"):
                 t2i = txt2img.build(services, session)
@@ -239,12 +257,14 @@ def build_ui(job_service, *, files=None) -> gr.Blocks:
             with gr.Tab("Extras", id="extras", elem_id="tab-extras") as extras_tab:
                 ext = extras.build(services, session)
             with gr.Tab("Step previews", id="steps", elem_id="tab-steps") as steps_tab:
-                steps = step_previews.build(session)
+                steps = step_previews.build()
             with gr.Tab("PNG info", id="pnginfo", elem_id="tab-pnginfo"):
                 info = png_info.build()
             with gr.Tab("History", id="history", elem_id="tab-history") as history_tab:
                 hist = gallery.build(services, History(job_service.outputs),
                                      lambda params, targets: _plan_send(job_service, params, targets))
+            with gr.Tab("Settings", id="settings", elem_id="tab-settings"):
+                prefs = settings.build(job_service, store, limits)
         footer = gr.Markdown(footer_markdown(job_service), elem_classes=["studio-footer"], elem_id="studio-footer")
 
         for panel in (t2i, i2i, inp):
@@ -253,7 +273,9 @@ def build_ui(job_service, *, files=None) -> gr.Blocks:
         extras.wire(services, ext, extras_tab, session)
         _wire_png_info(job_service, info, t2i, tabs, TELLING)
         gallery.wire(hist, history_tab, tabs, {"txt2img": t2i, "img2img": i2i, "inpaint": inp}, blocks)
-        steps_tab.select(steps["show_last"], [session, steps["view"]], [steps["slider"]] + steps["pictures"], **SILENT)
+        steps_tab.select(None, None, None, js=steps["refresh_js"], **SILENT)
+        settings.wire(prefs, blocks, [t2i, i2i, inp])
+        model_refresh.click(lambda: gr.Dropdown(choices=offered_models(job_service)), None, services.model_picker, **SILENT)
         def on_load(request: gr.Request):
             return footer_markdown(job_service) + user_markdown(request), banner_update(job_service)
 
@@ -356,9 +378,12 @@ def _plan_send(job_service, params: dict, targets: dict) -> tuple[dict, list[str
     loras, embeddings = networks.listing(job_service)
     vaes = networks.vae_names(job_service)
     upscalers = options.hires_upscaler_names(job_service)
+    image_fields = tuple(name for name in IMAGE_CONTROLS if name in targets)
+    target = ("Inpainting" if "mask_blur" in targets else "Image to image") if image_fields else "Text to image"
     fields, notes = png_info.plan_send(params, loras=loras, embeddings=embeddings, vaes=vaes[1:], upscalers=upscalers,
-                                       models=_offered_models(job_service), model_hashes=_model_hashes(job_service),
-                                       face_restorers=options.face_restorer_names(job_service))
+                                       models=offered_models(job_service), model_hashes=_model_hashes(job_service),
+                                       face_restorers=options.face_restorer_names(job_service), target=target,
+                                       image_fields=image_fields)
     if not fields:
         return {}, notes
     values = {name: fields[name] if name in fields else gr.skip() for name in targets}
@@ -383,12 +408,6 @@ def _send_updates(fields: dict, vaes: list, upscalers: list, targets: dict) -> d
             updates["hr_scheduler"] = gr.Dropdown(choices=[options.SAME_SCHEDULER] + options.schedule_types(sampler),
                                                   value=fields["hr_scheduler"])
     return updates
-
-
-def _offered_models(job_service) -> list[str]:
-    models = list(job_service.models() or [])
-    current = job_service.info().model
-    return models if not current or current in models else [current] + models
 
 
 def _model_hashes(job_service) -> dict:

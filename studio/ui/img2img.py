@@ -24,7 +24,8 @@ def build(services: Services, session: gr.State) -> Panel:
         return dict(init_image=init_image, denoising_strength=denoising_strength)
 
     panel = build_panel(services.job_service, TAB, session, size_label="0 = the input image's size; otherwise 64 or more", inputs_block=inputs,
-                        scripts_block=lambda: build_script_panel(services.job_service, TAB, img2img=True))
+                        scripts_block=lambda: build_script_panel(services.job_service, TAB, img2img=True),
+                        model=services.model_picker)
     fields = panel.parameter_inputs() + [panel.extra["init_image"], panel.extra["denoising_strength"]]
 
     def request_from(prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height, seed, batch_size, batch_count, model,

@@ -17,7 +17,7 @@ from studio.contract import GenerationRequest, RequestError
 from studio.inpainting import MASKED_CONTENT, OUTPAINT_FILLS, outpaint_canvas  # PIL and numpy only (no torch)
 
 from .panel import Panel, build_panel, check_vae, generate_listener, whole
-from .streaming import TELLING, Services, Session, stream_job
+from .streaming import SILENT, TELLING, Services, Session, stream_job
 from .txt2img import common_fields
 
 TAB = "inpaint"
@@ -25,6 +25,13 @@ TAB = "inpaint"
 # The brush paints the mask translucent white (the picture shows through what will be repainted); any painted pixel,
 # however faint, is masked (mask_from_editor).
 MASK_COLOUR, MASK_OPACITY = "#ffffff", 0.5
+BRUSH_SIZE, MAX_BRUSH_SIZE = 12, 200
+
+
+def mask_brush(size: int) -> gr.Brush:
+    """The one mask colour (no colour picker: a dead tool for a mask), at `size` pixels."""
+    return gr.Brush(colors=[(MASK_COLOUR, MASK_OPACITY)], default_color=(MASK_COLOUR, MASK_OPACITY), color_mode="fixed",
+                    default_size=int(size))
 # A1111's radios; the values are its API's: inpainting_fill 0-3, inpaint_full_res 0/1 (a bool in the request).
 MASKED_CONTENT_CHOICES = [(name, index) for index, name in enumerate(MASKED_CONTENT)]
 INPAINT_AREAS = ("Whole picture", "Only masked")
@@ -130,14 +137,18 @@ def editor_inputs() -> dict:
         image_mode="RGBA",
         format="png",
         sources=["upload", "clipboard"],
-        brush=gr.Brush(colors=[(MASK_COLOUR, MASK_OPACITY)], default_color=(MASK_COLOUR, MASK_OPACITY), color_mode="fixed", default_size=12),
-        eraser=gr.Eraser(default_size=12),
+        brush=mask_brush(BRUSH_SIZE),
+        eraser=gr.Eraser(default_size=BRUSH_SIZE),
         layers=False,
         transforms=(),
         height=420,
         elem_id=f"{TAB}-editor",
     )
-    clear_mask = gr.Button("Clear mask (keep the image)", size="sm", elem_id=f"{TAB}-clear-mask")
+    with gr.Row(equal_height=True):
+        # Gradio's editor shows its brush size as a bare slider: this one has the number, and sets brush and eraser.
+        brush_size = gr.Slider(1, MAX_BRUSH_SIZE, value=BRUSH_SIZE, step=1, label="Brush size, pixels", elem_id=f"{TAB}-brush-size",
+                               scale=3)
+        clear_mask = gr.Button("Clear mask (keep the image)", size="sm", elem_id=f"{TAB}-clear-mask", scale=1)
     with gr.Row():
         invert = gr.Checkbox(False, label="Invert mask (repaint what is NOT painted)", elem_id=f"{TAB}-invert")
         mask_blur = gr.Slider(0, 64, value=4, step=1, label="Mask blur", elem_id=f"{TAB}-mask-blur")
@@ -159,7 +170,7 @@ def editor_inputs() -> dict:
     api_init = gr.Image(type="pil", image_mode="RGB", format="png", visible=False, label="init_image")
     api_mask = gr.Image(type="pil", image_mode="L", format="png", visible=False, label="mask")
     api_trigger = gr.Button("inpaint (API)", visible=False)
-    return dict(editor=editor, clear_mask=clear_mask, inpainting_mask_invert=invert, mask_blur=mask_blur, denoising_strength=denoising_strength,
+    return dict(editor=editor, brush_size=brush_size, clear_mask=clear_mask, inpainting_mask_invert=invert, mask_blur=mask_blur, denoising_strength=denoising_strength,
                 inpainting_fill=masked_content, inpaint_full_res=inpaint_area, inpaint_full_res_padding=padding,
                 outpaint_sides=[sides[side] for side in ("left", "right", "up", "down")], outpaint_fill=outpaint_fill, extend=extend,
                 api_init=api_init, api_mask=api_mask, api_trigger=api_trigger)
@@ -182,7 +193,8 @@ def inpaint_request(fields: tuple, init_image, mask, denoising_strength, mask_bl
 
 
 def build(services: Services, session: gr.State) -> Panel:
-    panel = build_panel(services.job_service, TAB, session, size_label="0 = the input image's size; otherwise 64 or more", inputs_block=editor_inputs)
+    panel = build_panel(services.job_service, TAB, session, size_label="0 = the input image's size; otherwise 64 or more", inputs_block=editor_inputs,
+                        model=services.model_picker)
 
     async def run(fields: tuple, init_image, mask, denoising_strength, mask_blur, inpainting_mask_invert, options: tuple, state: Session,
                   request: gr.Request):
@@ -227,6 +239,12 @@ def build(services: Services, session: gr.State) -> Panel:
         return without_mask(value, lambda picture: services.hand_over(request, picture))
 
     x["clear_mask"].click(clear_mask, x["editor"], x["editor"], **TELLING)
+
+    def brush_size(size):
+        size = min(max(int(size or BRUSH_SIZE), 1), MAX_BRUSH_SIZE)
+        return gr.ImageEditor(brush=mask_brush(size), eraser=gr.Eraser(default_size=size))
+
+    x["brush_size"].change(brush_size, x["brush_size"], x["editor"], trigger_mode="always_last", **SILENT)
 
     def extend(value, left, right, up, down, fill, request: gr.Request):
         try:

@@ -349,3 +349,11 @@ CSS = """
    with one white swatch: hidden */
 #inpaint-editor button[aria-label="Color"] { display: none !important; }
 """
+
+
+def offered_models(job_service) -> list[str]:
+    """The models a user may pick, the running one first when the list lacks it (it is read anew on each call: a
+    Refresh finds models dropped into the folder since)."""
+    models = list(job_service.models() or [])
+    current = job_service.info().model
+    return models if not current or current in models else [current] + models

@@ -11,11 +11,13 @@ import gradio as gr
 
 from studio.contract import RequestError
 from studio.validation import MAX_PROMPT_CHARS
+from studio.demo import NAME as DEMO_NAME
+from studio.demo.scenes import EXAMPLE_PROMPTS
 from studio.samplers import DEFAULT_SAMPLER, sampler_names
 
 from .networks import AUTOMATIC_VAE, embedding_vectors, listing, networks_html, style_names, vae_names
 from .options import (AUTOMATIC_SCHEDULE, DICE, RECYCLE, Hires, Variation, face_restorer_names, hires_accordion,
-                      restore_faces_info, schedule_types, schedule_update, variation_row, wire_hires, wire_variation)
+                      offered_models, restore_faces_info, schedule_types, schedule_update, variation_row, wire_hires, wire_variation)
 from .streaming import GENERATE_QUEUE, SILENT, TELLING, Session, cancel_job, skip_job
 from .tokens import counter_for, token_counter_html
 
@@ -92,9 +94,12 @@ class Panel:
         if self.hires is not None:
             h = self.hires
             found.update(hires_accordion=h.accordion, **{name: getattr(h, name) for name in HIRES_CONTROLS})
+        found.update({name: self.extra[name] for name in IMAGE_CONTROLS if name in self.extra})
         return found
 
 
+# Image to image's and Inpainting's own settings that a picture's parameters can fill.
+IMAGE_CONTROLS = ("denoising_strength", "mask_blur", "inpainting_fill", "inpaint_full_res", "inpaint_full_res_padding")
 HIRES_CONTROLS = ("enable_hr", "hr_scale", "hr_upscaler", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y", "hr_sampler_name",
                   "hr_scheduler", "hr_prompt", "hr_negative_prompt", "denoising_strength")
 
@@ -130,17 +135,19 @@ def snap_size(value: Any) -> Any:
 
 
 def build_panel(job_service, tab: str, session: gr.State, size_label: str, inputs_block: Optional[Callable[[], dict]] = None,
-                txt2img_options: bool = False, scripts_block: Optional[Callable[[], Any]] = None) -> Panel:
+                txt2img_options: bool = False, scripts_block: Optional[Callable[[], Any]] = None,
+                model: Optional[gr.Dropdown] = None) -> Panel:
     """job_service: studio.service.JobService (the engine's facts, the models offered, limits; Cancel).
     txt2img_options: the Hires. fix accordion and the variation seed (Seed's "Extra"), which only text to image has.
-    scripts_block: builds the Script dropdown and its boxes at the bottom of the settings (A1111's place)."""
+    scripts_block: builds the Script dropdown and its boxes at the bottom of the settings (A1111's place).
+    model: the page's one Model picker (at the top, shared by every tab); without one the panel makes its own."""
     settings = job_service.settings
     counter = counter_for(str(getattr(settings, "cache_dir", "") or ""))
     with gr.Row(equal_height=False):
         with gr.Column(scale=5, min_width=360):
             prompts = _prompt_controls(job_service, tab, counter)
             extra = inputs_block() if inputs_block else {}
-            controls = _settings_controls(job_service, tab, size_label, txt2img_options)
+            controls = _settings_controls(job_service, tab, size_label, txt2img_options, model)
             scripts = scripts_block() if scripts_block else None
         with gr.Column(scale=4, min_width=320):
             outputs = _output_controls(tab)
@@ -152,6 +159,10 @@ def build_panel(job_service, tab: str, session: gr.State, size_label: str, input
 def _prompt_controls(job_service, tab: str, counter) -> dict:
     prompt = gr.Textbox(label="Prompt", lines=3, max_length=MAX_PROMPT_CHARS, placeholder="What to draw (Ctrl+Enter generates)", elem_id=f"{tab}-prompt", elem_classes=["studio-prompt"])
     prompt_tokens = gr.HTML(token_counter_html(counter, ""), elem_id=f"{tab}-prompt-tokens")
+    if tab == "txt2img" and job_service.info().model == DEMO_NAME:
+        # The demo model draws only what its grammar says: offer prompts it knows (a click puts one in the box).
+        gr.Examples([[text] for text in EXAMPLE_PROMPTS], [prompt], label="Prompts the demo model understands",
+                    elem_id=f"{tab}-examples", examples_per_page=len(EXAMPLE_PROMPTS))
     negative_prompt = gr.Textbox("", label="Negative prompt", lines=2, max_length=MAX_PROMPT_CHARS, placeholder="What to avoid", elem_id=f"{tab}-negative", elem_classes=["studio-prompt"])
     negative_tokens = gr.HTML(token_counter_html(counter, ""), elem_id=f"{tab}-negative-tokens")
     styles_offered = style_names(job_service)
@@ -197,13 +208,10 @@ def _size_presets(job_service, tab: str, width: gr.Slider, height: gr.Slider) ->
         swap.click(lambda w, h: (h, w), [width, height], [width, height], **SILENT)
 
 
-def _settings_controls(job_service, tab: str, size_label: str, txt2img_options: bool) -> dict:
+def _settings_controls(job_service, tab: str, size_label: str, txt2img_options: bool, model: Optional[gr.Dropdown]) -> dict:
     """Sampler and Schedule type, steps, size (then Hires. fix), CFG and seed (then its Extra row), batch, model, VAE,
     Tiling, Restore faces: A1111's order (its Restore faces sat beside Tiling)."""
-    info, settings = job_service.info(), job_service.settings
-    models = job_service.models() or [info.model]
-    if info.model and info.model not in models:
-        models.insert(0, info.model)
+    settings = job_service.settings
     with gr.Row():
         sampler_name = gr.Dropdown(sampler_names(legacy_variants=False), value=DEFAULT_SAMPLER, label="Sampler", allow_custom_value=True,
                                    elem_id=f"{tab}-sampler", min_width=160)
@@ -229,7 +237,8 @@ def _settings_controls(job_service, tab: str, size_label: str, txt2img_options: 
                               elem_classes=["studio-seed-extras"]) if txt2img_options else None)
     variation = variation_row(tab, extras, settings.max_size) if txt2img_options else None
     with gr.Row(equal_height=True):
-        model = gr.Dropdown(models, value=info.model or None, label="Model", allow_custom_value=True, elem_id=f"{tab}-model", scale=3)
+        if model is None:
+            model = model_picker(job_service, f"{tab}-model", scale=3)
         vae = gr.Dropdown(vae_names(job_service), value=AUTOMATIC_VAE, label="VAE", elem_id=f"{tab}-vae", allow_custom_value=True, scale=3)
         # The two checkboxes stacked beside the dropdowns: the row stays one line high and the dropdowns wide.
         with gr.Column(scale=1, min_width=150, elem_classes=["studio-flags"]):
@@ -241,6 +250,12 @@ def _settings_controls(job_service, tab: str, size_label: str, txt2img_options: 
     return dict(sampler_name=sampler_name, scheduler=scheduler, steps=steps, width=width, height=height, cfg_scale=cfg_scale,
                 seed=seed, dice=dice, recycle=recycle, batch_size=batch_size, batch_count=batch_count, model=model, vae=vae,
                 tiling=tiling, restore_faces=restore_faces, variation=variation, hires=hires)
+
+
+def model_picker(job_service, elem_id: str, **layout) -> gr.Dropdown:
+    """A Model dropdown of the models this user may pick, on the running one."""
+    return gr.Dropdown(offered_models(job_service), value=job_service.info().model or None, label="Model",
+                       allow_custom_value=True, elem_id=elem_id, **layout)
 
 
 def _output_controls(tab: str) -> dict:

@@ -10,6 +10,7 @@ from typing import Any, Optional
 import gradio as gr
 from PIL import Image
 
+from studio.inpainting import MASKED_CONTENT  # PIL and numpy only (no torch)
 from studio.metadata import parse_infotext, read_infotext
 from studio.prompts.syntax import extract_network_tags
 from studio.samplers import AUTOMATIC, KARRAS_SUFFIX, SCHEDULE_TYPES, find_sampler, schedule_key
@@ -106,9 +107,11 @@ def _quoted(names) -> str:
 
 def plan_send(params: dict, *, loras: list, embeddings: Optional[dict], vaes: list[str], models: list[str],
               model_hashes: Optional[dict] = None, upscalers: Optional[list[str]] = None,
-              face_restorers: Optional[list[str]] = None) -> tuple[dict[str, Any], list[str]]:
-    """(values for the Text to image controls by their A1111 API names, what cannot be applied — one line each,
-    saying what to do).
+              face_restorers: Optional[list[str]] = None, target: str = "Text to image",
+              image_fields: tuple[str, ...] = ()) -> tuple[dict[str, Any], list[str]]:
+    """(values for the `target` tab's controls by their A1111 API names, what cannot be applied — one line each,
+    saying what to do). image_fields: the image tab's own settings the target has (IMAGE_FIELDS' names: Denoising
+    strength, and Inpainting's mask settings); with them the hires fix is not applied (the tab has none).
 
     Beyond to_fields: the sampler and its Schedule type, clip skip (A1111 leaves it out at 1), the VAE ("Automatic"
     when the text names none), the model when it is one offered here (by name, or by its hash among the loaded
@@ -132,14 +135,45 @@ def plan_send(params: dict, *, loras: list, embeddings: Optional[dict], vaes: li
     fields["tiling"] = str(params.get("Tiling", "")).strip().lower() == "true"
     _restore_faces(params, fields, notes, face_restorers)
     _variation(params, fields, notes)
-    hires = _hires(params, fields, notes, upscalers)
+    if image_fields:
+        handled = HANDLED | _image_settings(params, fields, notes, image_fields)
+    else:
+        hires = _hires(params, fields, notes, upscalers)
+        handled = HANDLED | (set(HIRES_KEYS) | {"Denoising strength"} if hires else set())
     notes += _network_notes(params, loras, embeddings)
-    handled = HANDLED | (set(HIRES_KEYS) | {"Denoising strength"} if hires else set())
     ignored = [key for key in params if key not in handled]
     if ignored:
         shown = ", ".join(str(key) for key in ignored[:12]) + (" …" if len(ignored) > 12 else "")
-        notes.append(f"Not applied (Text to image has no such setting): {shown}.")
+        notes.append(f"Not applied ({target} has no such setting): {shown}.")
     return fields, notes
+
+
+# An image tab's own settings, by their infotext key: (field, kind, lowest, highest). A1111's inpainting text names
+# Masked content and Inpaint area by their labels.
+IMAGE_FIELDS = {"Denoising strength": ("denoising_strength", float, 0.01, 1.0), "Mask blur": ("mask_blur", int, 0, 64),
+                "Masked area padding": ("inpaint_full_res_padding", int, 0, 256)}
+INPAINT_AREA_NAMES = ("whole picture", "only masked")  # inpaint_full_res, by index
+
+
+def _image_settings(params: dict, fields: dict, notes: list[str], wanted: tuple[str, ...]) -> set[str]:
+    """Image to image's and Inpainting's own settings from the text, those the target has; the keys applied."""
+    applied = set()
+    for key, (field, kind, low, high) in IMAGE_FIELDS.items():
+        if key in params and field in wanted:
+            value = _number(params, key, kind, notes, low, high)
+            if value is not None:
+                fields[field] = value
+            applied.add(key)
+    for key, field, names in (("Masked content", "inpainting_fill", MASKED_CONTENT),
+                              ("Inpaint area", "inpaint_full_res", INPAINT_AREA_NAMES)):
+        if key in params and field in wanted:
+            said = str(params[key]).strip().lower()
+            if said in names:
+                fields[field] = names.index(said)
+            else:
+                notes.append(f"{key} “{str(params[key]):.40}” is not one the studio knows: left as it was.")
+            applied.add(key)
+    return applied
 
 
 def _restore_faces(params: dict, fields: dict, notes: list[str], installed: Optional[list[str]]) -> None:

@@ -21,7 +21,7 @@ from studio.scripts.axes import SUPPORTED, tab_labels
 
 from .extras import upscaler_names
 from .networks import style_names, vae_names
-from .options import hires_upscaler_names
+from .options import hires_upscaler_names, offered_models
 from .streaming import SILENT
 
 log = logging.getLogger(__name__)
@@ -56,12 +56,6 @@ def uses_dropdown(label: Any, csv_mode: Any) -> bool:
     return bool(axis is not None and axis.choices and not csv_mode)
 
 
-def _offered_models(job_service) -> list[str]:
-    models = list(job_service.models() or [])
-    current = job_service.info().model
-    return models if not current or current in models else [current] + models
-
-
 def axis_choices(job_service, label: Any) -> list[str]:
     """The values an axis' dropdown offers: samplers, schedule types, the models users may pick, hires upscalers, VAEs,
     styles; [] for an axis without choices (or when the list cannot be read)."""
@@ -69,7 +63,7 @@ def axis_choices(job_service, label: Any) -> list[str]:
         "Sampler": lambda: sampler_names(legacy_variants=False),
         "Hires sampler": lambda: sampler_names(legacy_variants=False),
         "Schedule type": lambda: [name for _, name in SCHEDULE_TYPES],
-        "Checkpoint name": lambda: _offered_models(job_service),
+        "Checkpoint name": lambda: offered_models(job_service),
         "Hires upscaler": lambda: hires_upscaler_names(job_service),
         "VAE": lambda: vae_names(job_service),
         "Styles": lambda: style_names(job_service),

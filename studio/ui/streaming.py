@@ -9,12 +9,13 @@ import logging
 import math
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, AsyncIterator, Optional
 
 import gradio as gr
 
 from studio.jobs import Job
+from studio.user_settings import request_fields
 from studio.links import job_stream_url
 from studio.contract import (LOCAL_USER, Cancelled, Failed, Finished, GenerationRequest, Preview, Queued, QueueFullError,
                              RequestError, SavedImage, Started, Step)
@@ -86,8 +87,10 @@ def format_eta(seconds: float) -> str:
     return f"ETA {int(seconds // 60)} min {int(seconds % 60):02d} s"
 
 
-def progress_html(text: str, kind: str = "info") -> str:
-    return f"<div class='studio-progress studio-progress-{kind}'>{text}</div>"
+def progress_html(text: str, kind: str = "info", done: Optional[float] = None) -> str:
+    """The progress line; `done` (0..1) fills its bar (the page's script moves it on each step between updates)."""
+    bar = f" style='--studio-done: {round(100 * min(max(done, 0.0), 1.0))}%'" if done is not None else ""
+    return f"<div class='studio-progress studio-progress-{kind}'{bar}>{text}</div>"
 
 
 def step_text(event: Step) -> str:
@@ -131,9 +134,12 @@ class Services:
     and the place that hands pictures to Gradio for one user (so Gradio's file route will serve them to that user
     only)."""
 
-    def __init__(self, job_service, files=None):
+    def __init__(self, job_service, files=None, user_settings=None, settings_limits=None):
         self.job_service = job_service  # studio.service.JobService
         self.files = files  # studio.web.gradio_files.GradioFiles (duck-typed: the UI imports nothing of the web side)
+        self.user_settings = user_settings  # studio.user_settings.UserSettingsStore: each user's saved settings
+        self.settings_limits = settings_limits  # studio.user_settings.SettingsLimits
+        self.model_picker = None  # the one Model dropdown at the top of the page, once built (studio.ui.build_ui)
 
     def hand_over(self, request: Optional[gr.Request], picture, name: str = "image") -> Any:
         """A picture (a file path of the studio's, or a PIL image) as a value Gradio may show this user. A PIL image
@@ -156,7 +162,19 @@ class Services:
         return self.files.store(owner, buffer.getvalue(), name, "png")
 
     def submit(self, request: GenerationRequest, gr_request: Optional[gr.Request]) -> Job:
-        return self.job_service.submit(request, owner_of(gr_request), client_host(gr_request))
+        owner = owner_of(gr_request)
+        return self.job_service.submit(self.with_user_settings(request, owner), owner, client_host(gr_request))
+
+    def with_user_settings(self, request: GenerationRequest, owner: str) -> GenerationRequest:
+        """The request with the owner's saved live-preview and file-name settings, where it sets none itself."""
+        if self.user_settings is None or self.settings_limits is None:
+            return request
+        saved = self.user_settings.load(owner, self.settings_limits)
+        if saved is None:
+            return request
+        wanted = request_fields(saved)
+        unset = {name: value for name, value in wanted.items() if getattr(request, name) in (None, "")}
+        return replace(request, **unset) if unset else request
 
 
 async def stream_job(generation: Services, session: Session, tab: str, request: GenerationRequest,
@@ -169,7 +187,11 @@ async def stream_job(generation: Services, session: Session, tab: str, request: 
     script = session.scripts.get(tab)
     if script is not None and not script.finished:
         raise gr.Error("This tab is running a script: wait for it or press Cancel.", print_exception=False)
-    try:  # a job already running here is not in the way: this one queues behind it (the job list shows both)
+    earlier = session.jobs.get(tab)
+    # A job already running here is not in the way: this one queues behind it (the job list shows both), and the live
+    # preview stays on the running one until this one starts.
+    behind = earlier is not None and not earlier.done
+    try:
         job = generation.submit(request, gr_request)
     except (RequestError, QueueFullError) as exc:
         raise gr.Error(str(exc), print_exception=False) from None
@@ -180,8 +202,9 @@ async def stream_job(generation: Services, session: Session, tab: str, request: 
     session.jobs[tab] = job
     session.last_job = job
     skip = gr.skip()
-    yield live_html(job, tab), progress_html("Starting…"), skip, skip, skip
-    last_progress = 0.0
+    if not behind:
+        yield live_html(job, tab), progress_html("Starting…"), skip, skip, skip
+    last_progress, started_at, last_step = 0.0, None, None
     channel = job.watch(ignore=(Preview,))  # frames go to the browser over the live stream, not through Gradio
     try:
         async for event in job.events_async(channel):
@@ -193,12 +216,15 @@ async def stream_job(generation: Services, session: Session, tab: str, request: 
                 for note in event.notes:
                     gr.Warning(note)
                 seeds = ", ".join(str(s) for s in event.seeds[:4]) + ("…" if len(event.seeds) > 4 else "")
-                yield skip, progress_html(f"Starting on {html.escape(event.model)} · seed {seeds}"), skip, skip, skip
+                started_at = time.monotonic()
+                yield (live_html(job, tab) if behind else skip), progress_html(f"Starting on {html.escape(event.model)} · seed {seeds}"), \
+                    skip, skip, skip
             elif isinstance(event, Step):
+                last_step = event
                 now = time.monotonic()
                 if now - last_progress >= PROGRESS_EVERY_S:
                     last_progress = now
-                    yield skip, progress_html(step_text(event)), skip, skip, skip
+                    yield skip, progress_html(step_text(event), done=event.step / max(event.total, 1)), skip, skip, skip
             elif isinstance(event, Finished):
                 session.results[tab] = list(event.images)
                 session.selected[tab] = 0
@@ -207,7 +233,7 @@ async def stream_job(generation: Services, session: Session, tab: str, request: 
                 gallery = [(url, f"seed {image.seed}") for url, image in zip(urls, event.images)]
                 infotext = event.images[0].infotext if event.images else ""
                 note = " (finished early)" if event.skipped else ""
-                done = f"Done{note}: {len(urls)} image{'s' if len(urls) != 1 else ''}"
+                done = f"Done{note}: {len(urls)} image{'s' if len(urls) != 1 else ''}{elapsed_text(started_at)}"
                 links = downloads_html([(url, url.rsplit("/", 1)[-1]) for url in urls])
                 yield final_html(urls[0] if urls else None), progress_html(done, "done"), gallery, infotext, links
             elif isinstance(event, Failed):
@@ -215,13 +241,27 @@ async def stream_job(generation: Services, session: Session, tab: str, request: 
                 raise gr.Error(event.message, print_exception=False)
             elif isinstance(event, Cancelled):
                 gr.Info("Cancelled.")
-                yield skip, progress_html("Cancelled", "cancelled"), skip, skip, skip
+                if started_at is None:  # it never ran: what is on screen belongs to other jobs
+                    yield skip, progress_html("Cancelled before it started", "cancelled"), skip, skip, skip
+                else:  # its last preview stays; the results of the job before it go, so they are not taken for its own
+                    session.results[tab] = []
+                    at = f" at step {last_step.step}/{last_step.total}" if last_step is not None else ""
+                    yield (skip, progress_html(f"Cancelled{at}{elapsed_text(started_at)}: nothing saved (Skip keeps the picture)",
+                                               "cancelled"), [], "", "")
     finally:
         job.unwatch(channel)
         if not job.done:  # the browser went away or the handler was stopped: free the engine
             service.cancel(job.owner, job)
         if session.jobs.get(tab) is job:
             del session.jobs[tab]
+
+
+def elapsed_text(started_at: Optional[float]) -> str:
+    """" in 3.2 s" since the job started sampling ("" when it never did)."""
+    if started_at is None:
+        return ""
+    seconds = time.monotonic() - started_at
+    return f" in {seconds:.1f} s" if seconds < 60 else f" in {int(seconds // 60)} min {int(seconds % 60):02d} s"
 
 
 def busy(session: Session, tab: str) -> bool:

@@ -86,7 +86,8 @@ def txt2img_request(prompt, negative_prompt="", sampler_name=DEFAULT_SAMPLER, st
 
 def build(services: Services, session: gr.State) -> Panel:
     panel = build_panel(services.job_service, TAB, session, size_label="0 = the model's default size; otherwise 64 or more",
-                        txt2img_options=True, scripts_block=lambda: build_script_panel(services.job_service, TAB, img2img=False))
+                        txt2img_options=True, scripts_block=lambda: build_script_panel(services.job_service, TAB, img2img=False),
+                        model=services.model_picker)
     fields = panel.parameter_inputs() + panel.variation.inputs() + panel.hires.inputs()
 
     def request_from(values) -> GenerationRequest:

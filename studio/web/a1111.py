@@ -184,6 +184,27 @@ def _hires(body: Txt2ImgBody) -> dict:
     )
 
 
+def _saving_and_previews(body: Txt2ImgBody) -> dict:
+    """Two of A1111's options a request may override for itself: samples_filename_pattern (the saved files' names)
+    and show_progress_every_n_steps (the live preview period; -1, as in A1111: none while sampling; 0: every step)."""
+    override = body.override_settings or {}
+    chosen = {}
+    pattern = override.get("samples_filename_pattern")
+    if pattern is not None:
+        if not isinstance(pattern, str):
+            raise RequestError("samples_filename_pattern must be text, such as [seed]-[model_name].")
+        chosen["filename_pattern"] = pattern
+    every = override.get("show_progress_every_n_steps")
+    if every is not None:
+        if isinstance(every, bool) or not isinstance(every, int) or every < -1:
+            raise RequestError("show_progress_every_n_steps must be a whole number of steps (-1: no live previews).")
+        if every == -1:
+            chosen["preview"] = "off"
+        else:
+            chosen["preview_every"] = max(1, every)  # 0: every step, as in A1111; validation bounds the rest
+    return chosen
+
+
 # A1111's own always-on scripts whose settings are the request's fields already (the client's echo of them).
 _ALWAYSON_ECHOES = ("seed", "sampler")
 
@@ -264,6 +285,7 @@ class Api:
             **self._prompt_settings(body, user),
             **self._face_settings(body, user),
             **_variation(body),
+            **_saving_and_previews(body),
         )
         if not img2img:
             arguments.update(_hires(body))

@@ -39,10 +39,10 @@ from argon2 import PasswordHasher, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from ..contract import LOCAL_USER
+from ..history import DAY_RE
 from .sessions import SESSION_COOKIE, SessionStore
 
-_USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")
-_DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}\Z")  # \Z: "$" would let "bob\n" by
 PBKDF2_ITERATIONS = 200_000
 ARGON2_PREFIX = "$argon2"
 # Failed guesses allowed per window before answers become 429 (see LoginLimiter).
@@ -59,7 +59,7 @@ class AuthConfigError(ValueError):
 
 
 def check_username(name: str) -> str:
-    if not _USER_RE.match(name) or _DAY_RE.match(name):
+    if not _USER_RE.match(name) or DAY_RE.match(name):  # a user's folder is beside the local user's day folders
         raise AuthConfigError(
             f"Bad user name {name!r}: use letters, digits, '_', '-', '.' (at most 64, not a date, not starting with '.')."
         )

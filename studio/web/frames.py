@@ -1,6 +1,6 @@
 """Step frames over a studio route, from memory, for their owner only: the Step previews tab shows them with
 <img src> to this route, never through Gradio's file route (which serves a user only their own uploads), and no
-file is written per frame or per export. No torch."""
+file is written per frame or per export (frames, animations, the contact sheet). No torch."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 
 from ..animation import FORMATS, animation_bytes
+from ..contact_sheet import contact_sheet_png
 from ..jobs import Job, frames_dropped
 
 KINDS = ("x0", "noisy", "c1", "c2", "c3", "c4")
 VIEWS = ("x0", "noisy")
 DROPPED = "The step frames of this job are no longer kept (the oldest jobs' frames are dropped to save memory)."
 FRAME_CACHE = "private, max-age=3600"  # a frame never changes once made; private: it is one user's
+NO_STORE = "private, no-store"  # a running job's exports grow, and a download should not be served stale
+PROMPT_CHARS = 120  # of each prompt in the job list
 
 
 def frame_jpeg(frame, kind: str) -> bytes:
@@ -26,6 +29,12 @@ def frame_jpeg(frame, kind: str) -> bytes:
 def build_frames_router(service) -> APIRouter:
     """service: studio.service.JobService."""
     router = APIRouter()
+
+    @router.get("/studio/api/frames")
+    def jobs_with_frames(request: Request):
+        """The caller's stored jobs that have step frames (or had them dropped), newest first."""
+        jobs = [job for job in service.jobs(request.state.user) if job.step_frames or frames_dropped(job)]
+        return [job_summary(job) for job in sorted(jobs, key=lambda job: job.created, reverse=True)]
 
     @router.get("/studio/api/jobs/{job_id}/frames")
     def frame_list(job_id: str, request: Request):
@@ -50,14 +59,14 @@ def build_frames_router(service) -> APIRouter:
             raise HTTPException(404, f"No such animation format; one of {', '.join(FORMATS)}.")
         if view not in VIEWS:
             raise HTTPException(400, f"view must be one of {', '.join(VIEWS)}.")
-        frames = _frames(job)
-        if not frames:
-            raise HTTPException(404, DROPPED if frames_dropped(job) else "This job has no step frames (yet).")
-        data = animation_bytes([getattr(f, view) for f in frames], fmt)
-        name = f"steps-{job.id[:8]}-{view}.{fmt}"
-        # no-store: a running job's animation grows, and a download should not be served stale.
-        return Response(data, media_type=FORMATS[fmt],
-                        headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "private, no-store"})
+        data = animation_bytes([getattr(f, view) for f in _some_frames(job)], fmt)
+        return _download(data, FORMATS[fmt], f"steps-{job.id[:8]}-{view}.{fmt}")
+
+    @router.get("/studio/api/jobs/{job_id}/contact-sheet.png")
+    def contact_sheet(job_id: str, request: Request):
+        job = _own_job(job_id, request)
+        data = contact_sheet_png(_some_frames(job), title=sheet_title(job))
+        return _download(data, "image/png", f"steps-{job.id[:8]}-sheet.png")
 
     def _own_job(job_id: str, request: Request) -> Job:
         job = service.job(request.state.user, job_id)
@@ -68,5 +77,33 @@ def build_frames_router(service) -> APIRouter:
     return router
 
 
+def job_summary(job: Job) -> dict:
+    """One entry of GET /studio/api/frames."""
+    frames = _frames(job)
+    return {"id": job.id, "prompt": job.request.prompt[:PROMPT_CHARS], "status": job.status, "frames": len(frames),
+            "total": frames[-1].total if frames else 0, "created": job.created, "dropped": frames_dropped(job)}
+
+
+def sheet_title(job: Job) -> str:
+    """The contact sheet's title line: the seed once it is known, then the prompt (the sheet cuts a long title at
+    the end, so the seed goes first)."""
+    seeds = job.started.seeds if job.started is not None else []
+    seed = seeds[0] if seeds else job.request.seed
+    return f"seed {seed} · {job.request.prompt}" if seed is not None and seed >= 0 else job.request.prompt
+
+
 def _frames(job: Job) -> list:
     return list(job.step_frames)  # a snapshot: a running job's list grows on another thread
+
+
+def _some_frames(job: Job) -> list:
+    """The job's frames for an export; 404 when there are none (dropped, or none made yet)."""
+    frames = _frames(job)
+    if not frames:
+        raise HTTPException(404, DROPPED if frames_dropped(job) else "This job has no step frames (yet).")
+    return frames
+
+
+def _download(data: bytes, media_type: str, name: str) -> Response:
+    return Response(data, media_type=media_type,
+                    headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": NO_STORE})

@@ -23,7 +23,7 @@ import re
 import threading
 from collections import OrderedDict
 from typing import Callable, Optional
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from ..links import FILES
 from ..contract import RequestError
@@ -146,7 +146,8 @@ class GradioGate:
                 or target.fragment or not target.path.startswith(FILES)):
             return False
         try:
-            return safe_output_file(self.outputs, user, target.path[len(FILES):]) is not None
+            # The gallery quotes the file part (a pattern's name may hold spaces, parentheses, any script's letters).
+            return safe_output_file(self.outputs, user, unquote(target.path[len(FILES):])) is not None
         except ValueError:  # not a usable owner name: no outputs folder
             return False
 
@@ -192,7 +193,7 @@ class GradioGate:
             # Only that route is followed (never another host): it checks the owner itself.
             target = urlsplit(path)
             if target.path.startswith(FILES) and ".." not in target.path:
-                return await _redirect(send, target.path)
+                return await _redirect(send, FILES + quote(target.path[len(FILES):]))  # a header: ASCII only
             return await _json(send, 404, "No such file among yours.")
         if not os.path.isabs(path) or not self.files.owns(user, path):
             return await _json(send, 404, "No such file among yours.")

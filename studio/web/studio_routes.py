@@ -3,11 +3,14 @@ skip, submit), and the LoRA preview pictures the Networks panel shows. Every rou
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
 
 from ..jobs import Job
+from ..links import FILES
 from ..contract import QueueFullError, RequestError
 from .a1111 import Api, Txt2ImgBody, bad_request, client_host, encode_image
 from .state import ServerState
@@ -31,14 +34,14 @@ def _file_routes(router: APIRouter, state: ServerState) -> None:
         return {
             "total": len(entries),
             "items": [
-                {"file": e.relative, "url": f"/studio/files/{e.relative}", "seed": e.seed, "created": e.created,
+                {"file": e.relative, "url": FILES + quote(e.relative), "seed": e.seed, "created": e.created,
                  "infotext": e.infotext, "parameters": e.parameters}
                 for e in entries[max(0, offset) : max(0, offset) + limit]
             ],
         }
 
-    @router.get("/studio/files/{relative:path}")
-    def output_file(relative: str, request: Request):
+    @router.get(FILES + "{relative:path}")
+    def output_file(relative: str, request: Request):  # `relative` arrives unquoted; the service checks it is the caller's
         path = service.output_file(request.state.user, relative)
         if path is None:
             raise HTTPException(404, "No such image among your outputs.")
