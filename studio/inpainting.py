@@ -59,22 +59,20 @@ def expand_crop_region(box: Box, width: int, height: int, image_width: int, imag
     x1, y1, x2, y2 = box
     ratio_crop, ratio_job = (x2 - x1) / (y2 - y1), width / height
     if ratio_crop > ratio_job:
-        grow = int((x2 - x1) / ratio_job - (y2 - y1))
-        y1, y2 = y1 - grow // 2, y2 + grow - grow // 2
-        if y2 >= image_height:
-            y1, y2 = y1 - (y2 - image_height), image_height
-        if y1 < 0:
-            y1, y2 = 0, y2 - y1
-        y2 = min(y2, image_height)
+        y1, y2 = _grown(y1, y2, int((x2 - x1) / ratio_job - (y2 - y1)), image_height)
     else:
-        grow = int((y2 - y1) * ratio_job - (x2 - x1))
-        x1, x2 = x1 - grow // 2, x2 + grow - grow // 2
-        if x2 >= image_width:
-            x1, x2 = x1 - (x2 - image_width), image_width
-        if x1 < 0:
-            x1, x2 = 0, x2 - x1
-        x2 = min(x2, image_width)
+        x1, x2 = _grown(x1, x2, int((y2 - y1) * ratio_job - (x2 - x1)), image_width)
     return x1, y1, x2, y2
+
+
+def _grown(low: int, high: int, grow: int, limit: int) -> tuple[int, int]:
+    """The span [low, high) grown by `grow` (half each side), shifted back inside [0, limit), cut at the limit."""
+    low, high = low - grow // 2, high + grow - grow // 2
+    if high >= limit:
+        low, high = low - (high - limit), limit
+    if low < 0:
+        low, high = 0, high - low
+    return low, min(high, limit)
 
 
 def resize_and_fill(image: Image.Image, width: int, height: int) -> Image.Image:

@@ -102,20 +102,14 @@ def train_vae(pictures: torch.Tensor, recipe: Recipe, device: torch.device, log:
     vae = AutoencoderKL(**vae_config()).to(device)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=recipe.vae_lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(recipe.seed + 1)
-    losses = []
-    for step in range(recipe.vae_steps):
-        for group in optimizer.param_groups:
-            group["lr"] = recipe.vae_lr * _cosine(step, recipe.vae_steps, 20)
+
+    def loss_at(step: int) -> torch.Tensor:
         batch = _crops(pictures, recipe.vae_batch, recipe.vae_crop, generator).to(device)
         posterior = vae.encode(batch).latent_dist
         recon = vae.decode(posterior.sample(generator=None)).sample
-        loss = F.mse_loss(recon, batch) + 0.5 * F.l1_loss(recon, batch) + recipe.kl_weight * posterior.kl().mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-        if step % 100 == 0 or step == recipe.vae_steps - 1:
-            log(f"vae step {step}/{recipe.vae_steps} loss {np.mean(losses[-100:]):.4f}")
+        return _reconstruction_loss(recon, batch) + recipe.kl_weight * posterior.kl().mean()
+
+    losses = _fit(optimizer, recipe.vae_lr, recipe.vae_steps, loss_at, "vae", log)
     vae.eval()
     return vae, losses
 
@@ -128,25 +122,41 @@ def train_decoder(vae, pictures: torch.Tensor, recipe: Recipe, device: torch.dev
     trained = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
     optimizer = torch.optim.AdamW(trained, lr=recipe.decoder_lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(recipe.seed + 5)
-    losses = []
     vae.train()
-    for step in range(recipe.decoder_steps):
-        for group in optimizer.param_groups:
-            group["lr"] = recipe.decoder_lr * _cosine(step, recipe.decoder_steps, 20)
+
+    def loss_at(step: int) -> torch.Tensor:
         index = torch.randint(0, len(pictures), (recipe.decoder_batch,), generator=generator)
         batch = as_unit(pictures[index]).to(device)
         with torch.no_grad():
             latents = vae.encode(batch).latent_dist.mean
         recon = vae.decode(latents).sample
-        loss = F.mse_loss(recon, batch) + 0.5 * F.l1_loss(recon, batch)
+        return _reconstruction_loss(recon, batch)
+
+    losses = _fit(optimizer, recipe.decoder_lr, recipe.decoder_steps, loss_at, "decoder", log)
+    vae.requires_grad_(True)
+    vae.eval()
+    return losses
+
+
+def _reconstruction_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """MSE, plus half of L1 for crisp flat-colour edges."""
+    return F.mse_loss(recon, target) + 0.5 * F.l1_loss(recon, target)
+
+
+def _fit(optimizer, lr: float, steps: int, loss_at: Callable[[int], torch.Tensor], name: str,
+         log: Callable[[str], None]) -> list:
+    """The VAE stages' loop: `steps` optimizer steps on loss_at(step), a short warm-up then a cosine learning rate."""
+    losses = []
+    for step in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr * _cosine(step, steps, 20)
+        loss = loss_at(step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-        if step % 100 == 0 or step == recipe.decoder_steps - 1:
-            log(f"decoder step {step}/{recipe.decoder_steps} loss {np.mean(losses[-100:]):.4f}")
-    vae.requires_grad_(True)
-    vae.eval()
+        if step % 100 == 0 or step == steps - 1:
+            log(f"{name} step {step}/{steps} loss {np.mean(losses[-100:]):.4f}")
     return losses
 
 
