@@ -15,11 +15,10 @@ import pytest
 from PIL import Image
 from server_support import live_server
 
-from studio.config import Settings
 from studio.contract import GenerationRequest
 from studio.faces import CODEFORMER, GFPGAN, FaceRestoreError, FaceRestorers, face_square, find_faces
 from tests.support.esrgan_files import esrgan_tensors, write_model
-from tests.support.face_files import drawn_face, write_codeformer, write_gfpgan
+from tests.support.face_files import drawn_face, settings_with_faces, write_codeformer, write_gfpgan
 
 SINGLE = "/sdapi/v1/extra-single-image"
 
@@ -35,8 +34,7 @@ def face_dirs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_settings(tmp_path_factory, studio_cache, face_dirs):
     """This module's engine reads the face folders above (conftest's engine fixture builds on this)."""
-    return Settings(model="tiny", outputs=tmp_path_factory.mktemp("outputs"), cache_dir=studio_cache, warmup=False,
-                    gfpgan_dir=face_dirs[0], codeformer_dir=face_dirs[1])
+    return settings_with_faces(tmp_path_factory.mktemp("outputs"), studio_cache, face_dirs)
 
 
 @pytest.fixture(scope="module")

@@ -35,10 +35,9 @@ def face_dirs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_settings(tmp_path_factory, studio_cache, face_dirs):
     """This module's engine reads the face folders above (conftest's engine fixture builds on this)."""
-    from studio.config import Settings
+    from tests.support.face_files import settings_with_faces
 
-    return Settings(model="tiny", outputs=tmp_path_factory.mktemp("outputs"), cache_dir=studio_cache, warmup=False,
-                    gfpgan_dir=face_dirs[0], codeformer_dir=face_dirs[1])
+    return settings_with_faces(tmp_path_factory.mktemp("outputs"), studio_cache, face_dirs)
 
 
 class FakeService:

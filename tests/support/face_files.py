@@ -64,3 +64,12 @@ def drawn_face(size: int = 256, background=(90, 110, 140)) -> Image.Image:
     draw.polygon([(128 * s, 110 * s), (118 * s, 145 * s), (138 * s, 145 * s)], fill=(205, 165, 140))
     draw.ellipse([105 * s, 160 * s, 151 * s, 175 * s], fill=(150, 60, 60))
     return image.filter(ImageFilter.GaussianBlur(2 * s))
+
+
+def settings_with_faces(outputs: Path, cache_dir: Path, face_dirs: tuple[Path, Path]):
+    """A tiny-model engine's settings that read GFPGAN and CodeFormer from `face_dirs` (a test module's
+    `tiny_settings`, which conftest's engine fixture builds on)."""
+    from studio.config import Settings
+
+    return Settings(model="tiny", outputs=outputs, cache_dir=cache_dir, warmup=False, gfpgan_dir=face_dirs[0],
+                    codeformer_dir=face_dirs[1])
