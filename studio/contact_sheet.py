@@ -5,7 +5,7 @@ framework), like animation.py, so the route that serves it stays thin and the la
 from __future__ import annotations
 
 import io
-from typing import Sequence
+from typing import Callable, Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -18,10 +18,12 @@ TEXT_SIZE = 15
 TEXT_PAD = 6  # above and below a line of text
 
 
-def contact_sheet_png(frames: Sequence, title: str = "", max_rows: int = 10, cell: int = 128) -> bytes:
+def contact_sheet_png(frames: Sequence, title: str = "", max_rows: int = 10, cell: int = 128,
+                      extra_columns: Sequence[tuple[str, Callable]] = ()) -> bytes:
     """The PNG bytes of a contact sheet of previews.StepFrames: a header row of column labels, then one row per
     chosen step (at most `max_rows`, evenly spread, always the first and the last) labelled "Step k/N", each
-    picture fitted into a `cell`×`cell` square; `title` (the prompt) on top, cut with "…" to fit the width."""
+    picture fitted into a `cell`×`cell` square; `title` (the prompt) on top, cut with "…" to fit the width.
+    extra_columns: (label, frame → encoded picture) pairs after the six, such as a word's attention at that step."""
     if not frames:
         raise ValueError("no step frames for a contact sheet.")
     rows = [frames[i] for i in spread_indices(len(frames), max_rows)]
@@ -30,7 +32,8 @@ def contact_sheet_png(frames: Sequence, title: str = "", max_rows: int = 10, cel
     label_width = max(_text_width(font, text) for text in labels) + 2 * TEXT_PAD
     line_height = _line_height(font)
     grid_left = MARGIN + label_width
-    width = grid_left + len(COLUMNS) * (cell + GAP) - GAP + MARGIN
+    columns = list(COLUMNS) + [label for label, _ in extra_columns]
+    width = grid_left + len(columns) * (cell + GAP) - GAP + MARGIN
     title_height = line_height if title else 0
     grid_top = MARGIN + title_height + line_height  # below the title and the header row
     height = grid_top + len(rows) * (cell + GAP) - GAP + MARGIN
@@ -41,13 +44,14 @@ def contact_sheet_png(frames: Sequence, title: str = "", max_rows: int = 10, cel
         text = _fitted(" ".join(title.split()), font, width - 2 * MARGIN, ellipsis)
         draw.text((MARGIN, MARGIN + TEXT_PAD), text, fill=INK, font=font)
     header_top = MARGIN + title_height + TEXT_PAD
-    for column, name in enumerate(COLUMNS):
+    for column, name in enumerate(columns):
         left = grid_left + column * (cell + GAP)
+        name = _fitted(name, font, cell, ellipsis)
         draw.text((left + (cell - _text_width(font, name)) // 2, header_top), name, fill=INK, font=font)
     for row, (frame, label) in enumerate(zip(rows, labels)):
         top = grid_top + row * (cell + GAP)
         draw.text((MARGIN, top + (cell - line_height) // 2 + TEXT_PAD), label, fill=INK, font=font)
-        for column, jpeg in enumerate((frame.x0, frame.noisy, *frame.channels)):
+        for column, jpeg in enumerate((frame.x0, frame.noisy, *frame.channels, *(draw_one(frame) for _, draw_one in extra_columns))):
             picture = _fitted_picture(jpeg, cell)
             left = grid_left + column * (cell + GAP)
             sheet.paste(picture, (left + (cell - picture.width) // 2, top + (cell - picture.height) // 2))

@@ -17,6 +17,9 @@ from .samplers import DEFAULT_SAMPLER
 LOCAL_USER = "local"  # the owner of every job on a server without logins
 
 
+INSPECTABLE = ("attention", "cfg")  # what a job may ask to capture from inside its sampling
+
+
 class Task(str, enum.Enum):
     TXT2IMG = "txt2img"
     IMG2IMG = "img2img"
@@ -82,6 +85,8 @@ class GenerationRequest:
     preview: Optional[str] = None  # latent | taesd | vae | off
     preview_every: Optional[int] = None  # a preview every N steps (None: the server's, else 1; 5 for vae)
     filename_pattern: str = ""  # A1111's samples_filename_pattern ("[seed]-[model_name]"); "": NNNNN-seed.png
+    # What to capture from inside sampling for the Step previews tab (studio/inspection.py), of INSPECTABLE.
+    inspect: tuple[str, ...] = ()
 
     @property
     def task(self) -> Task:

@@ -125,8 +125,8 @@ def _narrow_unet(shapes: Mapping) -> bool:
 
 
 # The demo model's latent -> RGB map, fitted by least squares on its own VAE (models/demo/training.json).
-DEMO_LATENT_RGB = ((0.629, 0.0893, -0.1394), (0.1851, -0.5412, -1.0048), (-0.104, 0.068, 0.285), (-0.6729, 0.7592, 1.3625))
-DEMO_LATENT_RGB_BIAS = (0.1994, -0.1137, -0.1611)
+DEMO_LATENT_RGB = ((-0.4334, -0.143, -0.0369), (0.5213, 0.4885, 0.3409), (0.0593, -0.0465, -0.5326), (-0.5525, -0.4444, -0.166))
+DEMO_LATENT_RGB_BIAS = (0.1366, -0.1373, 0.0057)
 _SD_PIPELINES = TaskPipelines("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline")
 # ComfyUI's latent_formats.py; applied to scaled latents.
 _SD_LATENT_RGB = ((0.3512, 0.2297, 0.3227), (0.3250, 0.4974, 0.2350), (-0.2829, 0.1762, 0.2721), (-0.2120, -0.2616, -0.7177))

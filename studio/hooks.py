@@ -47,6 +47,7 @@ class StepState:
     total: int
     stop: bool = False  # set by a hook: skip the remaining steps
     eta: float = 0.0  # set by the progress hook
+    timestep: object = None  # the step's timestep, as the pipeline passed it
 
 
 class StepHook:
@@ -167,7 +168,7 @@ class HookChain:
         steps = self.steps_per_batch or per_batch
         total = self.batch_count * steps
         step = min(total, self.batch_index * steps + self.step_offset + i + 1)  # a second pass may run a step more than foreseen
-        state = StepState(pipe, i, tensors, self.slices, self.offsets, live, self.batch_index, per_batch, step, total)
+        state = StepState(pipe, i, tensors, self.slices, self.offsets, live, self.batch_index, per_batch, step, total, timestep=t)
         changed: dict = {}
         for hook in self.hooks:
             out = hook(state)

@@ -98,6 +98,7 @@ class Job:
         self.skip_requested = threading.Event()
         self.skip_batch_requested = threading.Event()  # A1111's skip: this batch ends now, the next ones still run
         self.step_frames: list = []  # previews.StepFrames, one per previewed step, for the Step previews tab
+        self.inspection = None  # inspection.Inspected, when the request asked to see inside its sampling
         self.event_times: dict[str, float] = {}  # event type name → perf_counter() when first emitted (benchmarks)
         self.last_queued: Optional[Queued] = None
         self.last_step: Optional[Step] = None
@@ -303,6 +304,7 @@ class JobStore:
             if freed >= over:
                 break
             job.step_frames = []  # a new list: a reader's snapshot of the old one stays whole
+            job.inspection = None
             job.frames_dropped = True
             freed += sizes[job.id]
         return freed
@@ -317,4 +319,5 @@ def frames_dropped(job) -> bool:
 
 
 def _frames_nbytes(job) -> int:
-    return sum(getattr(frame, "nbytes", 0) for frame in list(job.step_frames))
+    inspected = getattr(job, "inspection", None)
+    return sum(getattr(frame, "nbytes", 0) for frame in list(job.step_frames)) + (inspected.nbytes if inspected else 0)

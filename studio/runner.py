@@ -19,10 +19,13 @@ from .contract import GenerationRequest, Started, Task
 from .conditioning import Applied, PromptConditioning, PromptTools, ScheduleHook, encode_job, lora_set, plan_prompts, shared_calls
 from .fast import graphs_paused
 from .hooks import CancelHook, HookChain, PreviewHook, ProgressHook, StepClock
+from .inspected import Inspected, Token
+from .inspection import Inspection
 from .jobs import Job
 from .metadata import build_infotext
 from .hires import SecondPass, first_pass_output_type, hires_request, run_second_pass, second_pass_steps, upscale_first_pass
 from .noise import batch_latents, generators_after_start
+from .prompts.syntax import prompt_schedule
 from .pipelines import callback_tensor_inputs, decoded, generators, job_pipeline, make_scheduler
 from .tiling import seamless
 from .previews import PreviewDecoder
@@ -31,6 +34,7 @@ from .tasks import PreparedJob, pipe_arguments, pipeline_arguments, prepare, tas
 from .validation import job_preview
 
 log = logging.getLogger(__name__)
+INSPECT_VAE_MAX_LATENT = 32  # latents up to this side have their inspection pictures decoded by the full VAE
 
 
 class Runner:
@@ -93,10 +97,17 @@ class Runner:
         if second is not None:
             hooks.steps_per_batch = lead.request.steps + second_pass_steps(lead.request)
             arguments["output_type"] = first_pass_output_type(second.upscaler)
+        inspection = self._inspection(pipe, lead, slices, hooks)  # the first pass only (its hook joins this chain)
         # A captured CUDA graph would replay the zero padding: tiling jobs run the UNet without graphs.
         with graphs_paused(pipe, not hooks.graph_safe or lead.request.tiling), calls.applied.vae_on(pipe), seamless(pipe) if lead.request.tiling else nullcontext():
             arguments.update(pipe_arguments(pipe, lead.request, prepared[lead], slices[lead]))  # with the job's VAE on
-            output = pipe(**arguments, callback_on_step_end=hooks).images
+            with inspection.installed(pipe) if inspection is not None else nullcontext():
+                output = pipe(**arguments, callback_on_step_end=hooks).images
+            if inspection is not None:
+                try:
+                    lead.inspection = self._inspected(inspection, calls, lead)
+                except Exception:  # what was captured is a view: the image goes on being made and saved
+                    log.exception("inspection of job %s could not be collected", lead.id)
             if second is not None:
                 pipe, output = self._finish_hires(pipe, output, second, hooks, calls)
         images = iter(output)
@@ -113,6 +124,28 @@ class Runner:
             if job.skip_requested.is_set():
                 skipped.add(job)
             job.skip_batch_requested.clear()  # the next batch of the job runs
+
+    def _inspection(self, pipe, lead: Job, slices: dict, hooks: HookChain) -> Optional[Inspection]:
+        """The capture a job asked for (request.inspect), for its first batch; such a job runs alone."""
+        if not lead.request.inspect or hooks.batch_index != 0:
+            return None
+        inspection = Inspection(lead.request.inspect, 0, len(slices[lead]), pipe.scheduler, float(lead.request.cfg_scale))
+        hooks.hooks.append(inspection.hook)
+        return inspection
+
+    def _inspected(self, inspection: Inspection, calls: CallPlan, lead: Job) -> Inspected:
+        """The capture on the CPU, its pictures decoded: by the VAE for small latents (the demo's 16×16), else as
+        the job's live previews are (latent factors when those are off)."""
+        engine, request = self.engine, lead.request
+        small = max(inspection.recorder.latent_hw or (0,)) <= INSPECT_VAE_MAX_LATENT
+        mode = "vae" if small else job_preview(request, engine.settings)[0]
+        decoder = engine.threads.previews.decoder("latent" if mode == "off" else mode, calls.model, engine.models.loaded_names())
+        plan = calls.plans[lead]
+        text = prompt_schedule(plan.text, request.steps)[0][1]  # the prompt of the first step
+        tokens = [Token(*fields) for fields in calls.tools.encoder.token_positions(text)]
+        loras = [(tag.name, tag.unet_multiplier) for tag in plan.loras]
+        prepared = calls.prepared[lead]
+        return inspection.collect(decoder.picture, (prepared.width, prepared.height), tokens, loras)
 
     def _pipeline(self, model: LoadedModel, task: Task, sampler):
         scheduler = make_scheduler(sampler, model.scheduler_config)

@@ -286,9 +286,11 @@ def task_spec(task: Task) -> TaskSpec:
 
 def batchable(request: GenerationRequest) -> bool:
     """Whether this request may share one pipeline call with other users' jobs (dynamic batching): not when its
-    start noise or its model's padding is its own (variation seeds, seed resize, tiling)."""
+    start noise or its model's padding is its own (variation seeds, seed resize, tiling), nor when it inspects its
+    sampling (the capture follows one job's image)."""
     own_noise = request.subseed_strength > 0 or request.seed_resize_from is not None
-    return task_spec(request.task).shares_batches and request.batch_count == 1 and not own_noise and not request.tiling
+    return (task_spec(request.task).shares_batches and request.batch_count == 1 and not own_noise and not request.tiling
+            and not request.inspect)
 
 
 def prepare(request: GenerationRequest, default_size: int, max_size: int) -> PreparedJob:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .config import PREVIEW_MODES as SERVER_PREVIEW_MODES
+from .contract import INSPECTABLE
 from .outputs import FILENAME_TOKENS, OutputStore, unknown_filename_tokens
 from .samplers import DEFAULT_SAMPLER
 from .validation import MAX_PREVIEW_EVERY
@@ -41,6 +42,7 @@ class UserSettings:
     preview: str = ""  # one of PREVIEW_MODES
     preview_every: int = 0  # 0: the server's interval
     filename_pattern: str = ""  # "": NNNNN-seed.png
+    inspect: tuple[str, ...] = ()  # what every job captures from inside its sampling (the Step previews tab shows it)
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,8 @@ def checked(values: dict, limits: SettingsLimits) -> UserSettings:
         s = UserSettings(**given)
         s = UserSettings(sampler_name=str(s.sampler_name), steps=_whole(s.steps, "Steps"), width=_whole(s.width, "Width"),
                          height=_whole(s.height, "Height"), cfg_scale=float(s.cfg_scale), preview=str(s.preview or ""),
-                         preview_every=_whole(s.preview_every, "Preview every"), filename_pattern=str(s.filename_pattern or "").strip())
+                         preview_every=_whole(s.preview_every, "Preview every"), filename_pattern=str(s.filename_pattern or "").strip(),
+                         inspect=tuple(str(v) for v in (s.inspect or ())))
     except (TypeError, ValueError) as exc:
         raise SettingsError(str(exc)) from None
     if s.sampler_name not in limits.samplers:
@@ -79,6 +82,8 @@ def checked(values: dict, limits: SettingsLimits) -> UserSettings:
         raise SettingsError(f"Preview every must be 0 (the server's choice) to {MAX_PREVIEW_EVERY} steps.")
     if len(s.filename_pattern) > MAX_PATTERN_CHARS:
         raise SettingsError(f"The file name pattern is too long: {MAX_PATTERN_CHARS} characters at most.")
+    if any(v not in INSPECTABLE for v in s.inspect) or len(set(s.inspect)) != len(s.inspect):
+        raise SettingsError(f"Inside sampling: choose from {', '.join(INSPECTABLE)}.")
     unknown = unknown_filename_tokens(s.filename_pattern)
     if unknown:
         raise SettingsError(f"The file name pattern has unknown tokens ({', '.join(f'[{t}]' for t in unknown)}); "
@@ -89,7 +94,7 @@ def checked(values: dict, limits: SettingsLimits) -> UserSettings:
 def request_fields(saved: UserSettings) -> dict:
     """The GenerationRequest fields that a user's saved settings set on each job they start from the UI."""
     return dict(preview=saved.preview or None, preview_every=saved.preview_every or None,
-                filename_pattern=saved.filename_pattern)
+                filename_pattern=saved.filename_pattern, inspect=saved.inspect)
 
 
 def _whole(value, name: str) -> int:

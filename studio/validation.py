@@ -14,7 +14,7 @@ from typing import BinaryIO, Union
 from PIL import Image
 
 from .config import PREVIEW_MODES, Settings
-from .contract import GenerationRequest, RequestError, Task
+from .contract import INSPECTABLE, GenerationRequest, RequestError, Task
 from .outputs import FILENAME_TOKENS, unknown_filename_tokens
 from .samplers import find_sampler
 
@@ -299,6 +299,9 @@ def _check_output_options(request: GenerationRequest) -> None:
         if not 1 <= every <= MAX_PREVIEW_EVERY:
             raise RequestError(f"preview_every must be between 1 and {MAX_PREVIEW_EVERY} steps (or left out for the "
                                f"server's setting), got {every}.")
+    inspect = request.inspect
+    if not isinstance(inspect, tuple) or any(not isinstance(v, str) or v not in INSPECTABLE for v in inspect) or len(set(inspect)) != len(inspect):
+        raise RequestError(f"inspect must be a list of distinct names from {', '.join(INSPECTABLE)}, got {inspect!r:.200}.")
     pattern = request.filename_pattern
     if not isinstance(pattern, str) or len(pattern) > MAX_NAME_CHARS:
         raise RequestError(f"filename_pattern must be text of at most {MAX_NAME_CHARS} characters.")

@@ -698,9 +698,13 @@ def test_outpainting_extends_the_canvas_and_fills_it(browser_page):
     page.click("#txt2img-to-inpaint")
     page.wait_for_selector("#inpaint-editor canvas", timeout=30_000)
     time.sleep(1.0)
+    page.wait_for_function("() => document.querySelector('#inpaint-prompt textarea').value !== ''", timeout=30_000)
     page.click("#inpaint-outpaint button.label-wrap")
+    page.wait_for_selector("#inpaint-outpaint-left input", state="visible", timeout=10_000)
+    time.sleep(1.0)  # the sent parameters land before the side is typed
     page.fill("#inpaint-outpaint-left input", "64")
     page.locator("#inpaint-outpaint-left input").press("Tab")
+    page.wait_for_function("() => document.querySelector('#inpaint-outpaint-left input').value === '64'", timeout=10_000)
     page.click("#inpaint-extend")
     time.sleep(1.5)  # the editor takes the new canvas and its mask
     _set_slider(page, "inpaint-steps", 4)

@@ -133,3 +133,29 @@ def test_model_choice_is_per_user(server):
         assert ann.get("/sdapi/v1/options").json()["sd_model_checkpoint"] == "tiny"
         assert ben.get("/sdapi/v1/options").json()["sd_model_checkpoint"] == "some-other-model"
         state.set_model("ben", "tiny")
+
+
+def test_what_a_job_saw_inside_its_sampling_is_its_owners_only(server):
+    import base64
+    import io
+
+    from PIL import Image
+
+    with server.client("ann") as ann, server.client("ben") as ben:
+        refused = ann.post("/studio/api/jobs", json=dict(SMALL, inspect=["everything"]))
+        assert refused.status_code == 422 and "inspect must be a list of distinct names from attention, cfg" in refused.json()["detail"]
+        job_id = ann.post("/studio/api/jobs", json=dict(SMALL, inspect=["attention", "cfg"])).json()["id"]
+        assert _wait(ann, job_id)["status"] == "finished"
+        views = ("attention", "cfg?step=1", "schedule", "tokens", "start")
+        for view in views:
+            assert ann.get(f"/studio/api/jobs/{job_id}/{view}").status_code == 200, view
+            assert ben.get(f"/studio/api/jobs/{job_id}/{view}").status_code == 404, view
+        buffer = io.BytesIO()
+        Image.new("RGB", (64, 64), (200, 30, 30)).save(buffer, format="PNG")
+        picture = base64.b64encode(buffer.getvalue()).decode()
+        job_id = ann.post("/studio/api/jobs/img2img", json=dict(SMALL, init_images=[picture], denoising_strength=0.5,
+                                                                 inspect=["cfg"])).json()["id"]
+        assert _wait(ann, job_id)["status"] == "finished"
+        start = ann.get(f"/studio/api/jobs/{job_id}/start").json()
+        assert start["denoising_strength"] == 0.5 and start["steps"] == SMALL["steps"] // 2
+        assert ben.get(f"/studio/api/jobs/{job_id}/start").status_code == 404

@@ -43,6 +43,7 @@ def test_the_defaults_are_the_studios():
     ({"steps": "many"}, "could not convert"),
     ({"filename_pattern": "[seed]-[hash]"}, "unknown tokens ([hash])"),
     ({"filename_pattern": "x" * 201}, "too long"),
+    ({"inspect": ["everything"]}, "Inside sampling: choose from attention, cfg"),
 ])
 def test_bad_settings_are_refused_saying_what_to_change(values, words):
     with pytest.raises(SettingsError) as caught:
@@ -89,11 +90,12 @@ def test_the_settings_file_is_not_an_image_of_the_history(store):
 
 
 def test_a_users_saved_settings_apply_to_the_jobs_they_start_from_the_ui(store):
-    store.save("alice", checked({"preview": "off", "preview_every": 4, "filename_pattern": "[seed]-[steps]"}, LIMITS))
+    store.save("alice", checked({"preview": "off", "preview_every": 4, "filename_pattern": "[seed]-[steps]",
+                                 "inspect": ["attention"]}, LIMITS))
     services = Services(SimpleNamespace(), user_settings=store, settings_limits=LIMITS)
     plain = GenerationRequest("a cat")
     mine = services.with_user_settings(plain, "alice")
-    assert (mine.preview, mine.preview_every, mine.filename_pattern) == ("off", 4, "[seed]-[steps]")
+    assert (mine.preview, mine.preview_every, mine.filename_pattern, mine.inspect) == ("off", 4, "[seed]-[steps]", ("attention",))
     assert services.with_user_settings(plain, "bob") == plain  # bob saved nothing
-    explicit = GenerationRequest("a cat", preview="taesd", preview_every=2, filename_pattern="[date]")
+    explicit = GenerationRequest("a cat", preview="taesd", preview_every=2, filename_pattern="[date]", inspect=("cfg",))
     assert services.with_user_settings(explicit, "alice") == explicit  # what the request says wins

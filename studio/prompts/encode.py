@@ -72,6 +72,22 @@ class PromptEncoder:
             raise RequestError(refusal)
         return chunks
 
+    def token_positions(self, text: str) -> list[tuple[int, int, str, float, Optional[str]]]:
+        """Each token of the prompt where the UNet's context holds it: (position, token id, token text with its
+        "</w>" word end, emphasis weight, embedding name or None). Chunk k's tokens start at position 77·k + 1."""
+        out = []
+        for k, chunk in enumerate(self.chunks(text)):
+            starts = dict(chunk.embeddings)
+            names = self._tokenizer.convert_ids_to_tokens(chunk.tokens)
+            embedding = None
+            for j, (token, name, weight) in enumerate(zip(chunk.tokens, names, chunk.multipliers)):
+                if j in starts:
+                    embedding = starts[j]
+                elif token != 0:  # an embedding's slots hold token 0
+                    embedding = None
+                out.append((k * FRAME + 1 + j, int(token), name, float(weight), embedding))
+        return out
+
     def count(self, text: str) -> tuple[int, int]:
         return token_count(self.chunks(text))
 

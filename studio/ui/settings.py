@@ -15,6 +15,7 @@ from .streaming import SILENT, owner_of
 
 PREVIEW_LABELS = [("The server's choice", ""), ("Latent (rough, fastest)", "latent"), ("TAESD (tiny VAE, close)", "taesd"),
                   ("Full VAE (exact, slowest)", "vae"), ("Off", "off")]
+INSPECT_LABELS = {"attention": "Attention maps per word", "cfg": "What CFG does, per step"}
 TAB_FIELDS = ("sampler_name", "steps", "width", "height", "cfg_scale")  # what the generation tabs take from here
 
 
@@ -49,12 +50,17 @@ def build(job_service, store: UserSettingsStore, limits: SettingsLimits) -> dict
                                   info="Empty: NNNNN-seed.png. Saved as NNNNN-<pattern>.png; "
                                        f"tokens {' '.join(f'[{t}]' for t in FILENAME_TOKENS)}",
                                   elem_id="settings-filename-pattern")
+    inspect = gr.CheckboxGroup([(label, name) for name, label in INSPECT_LABELS.items()], value=[],
+                               label="See inside sampling (Step previews tab)",
+                               info="Captured for every job you start while on: the image stays the same; the job "
+                                    "runs alone (not batched with others), attention a little slower",
+                               elem_id="settings-inspect")
     with gr.Row():
         save = gr.Button("Save settings", variant="primary", elem_id="settings-save", scale=0, min_width=160)
         reset = gr.Button("Reset to defaults", elem_id="settings-reset", scale=0, min_width=180)
     status = gr.Markdown("", elem_id="settings-status", elem_classes=["studio-quiet"])
     controls = dict(sampler_name=sampler_name, steps=steps, width=width, height=height, cfg_scale=cfg_scale, preview=preview,
-                    preview_every=preview_every, filename_pattern=filename_pattern)
+                    preview_every=preview_every, filename_pattern=filename_pattern, inspect=inspect)
     return dict(controls=controls, save=save, reset=reset, status=status, store=store, limits=limits)
 
 
@@ -67,7 +73,7 @@ def wire(tab: dict, blocks: gr.Blocks, panels: list) -> None:
     panel_outputs = [getattr(p, name) for p in panels for name in TAB_FIELDS]
 
     def values(s: UserSettings) -> list:
-        return [getattr(s, name) for name in names]
+        return [list(getattr(s, name)) if name == "inspect" else getattr(s, name) for name in names]
 
     def into_panels(s: UserSettings) -> list:
         return [getattr(s, name) for _ in panels for name in TAB_FIELDS]
@@ -78,9 +84,10 @@ def wire(tab: dict, blocks: gr.Blocks, panels: list) -> None:
             return [gr.skip()] * (len(names) + len(panel_outputs))
         return values(saved) + into_panels(saved)
 
-    def on_save(sampler_name, steps, width, height, cfg_scale, preview, preview_every, filename_pattern, request: gr.Request):
+    def on_save(sampler_name, steps, width, height, cfg_scale, preview, preview_every, filename_pattern, inspect,
+                request: gr.Request):
         given = dict(sampler_name=sampler_name, steps=steps, width=width, height=height, cfg_scale=cfg_scale, preview=preview,
-                     preview_every=preview_every, filename_pattern=filename_pattern)
+                     preview_every=preview_every, filename_pattern=filename_pattern, inspect=inspect or ())
         owner = owner_of(request)
         try:
             s = checked(given, limits)

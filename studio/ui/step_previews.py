@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import gradio as gr
 
+from .inside import CSS as INSIDE_CSS, INSIDE_JS, html as inside_html
+
 TAB = "steps"
 X0 = "x0 estimate (what the image is becoming)"
 NOISY = "noisy latent (what the sampler holds)"
@@ -69,7 +71,7 @@ def player_html() -> str:
     <a class="steps-export-gif" download title="The chosen frame kind, every step, looping">Animation (GIF)</a>
     <a class="steps-export-webp" download title="The chosen frame kind, every step, looping">Animation (WebP)</a>
     <a class="steps-export-sheet" download title="x0, noisy latent and the 4 channels per step, labelled, on one PNG">Contact sheet (PNG)</a>
-  </div>
+  </div>{inside_html()}
 </div>"""
 
 
@@ -104,6 +106,7 @@ PLAYER_JS = """
     stepsBox().querySelectorAll('.steps-channel').forEach((img, k) => { if (channels[k]) img.src = channels[k]; });
     if (slider) { slider.max = String(Math.max(n, 1)); slider.value = String(i); }
     stepsSay(`Step ${f.step} of ${f.total} · frame ${i}/${n}`);
+    if (window.__studioInside) window.__studioInside.show(f.step);
   };
   const exportLinks = () => {
     const box = part('export'), id = steps.job;
@@ -158,6 +161,7 @@ PLAYER_JS = """
   };
   const choose = async (id, keepIndex) => {
     if (id !== steps.job) { stopPlaying(); forget(); steps.job = id; steps.frames = []; steps.index = 0; }
+    if (window.__studioInside) window.__studioInside.load(id);
     if (!id) { stepsSay(stepsBox().dataset.empty); exportLinks(); return; }
     await loadFrames(id, keepIndex);
     watchRunning();
@@ -195,6 +199,9 @@ PLAYER_JS = """
     e.preventDefault(); steps.playing ? stopPlaying() : play();
   });
 """
+
+PLAYER_JS += INSIDE_JS
+CSS += INSIDE_CSS
 
 REFRESH_JS = "() => { if (window.__studioSteps) window.__studioSteps.refresh(); }"
 

@@ -166,14 +166,15 @@ class Services:
         return self.job_service.submit(self.with_user_settings(request, owner), owner, client_host(gr_request))
 
     def with_user_settings(self, request: GenerationRequest, owner: str) -> GenerationRequest:
-        """The request with the owner's saved live-preview and file-name settings, where it sets none itself."""
+        """The request with the owner's saved live-preview, file-name and inspection settings, where it sets none
+        itself."""
         if self.user_settings is None or self.settings_limits is None:
             return request
         saved = self.user_settings.load(owner, self.settings_limits)
         if saved is None:
             return request
         wanted = request_fields(saved)
-        unset = {name: value for name, value in wanted.items() if getattr(request, name) in (None, "")}
+        unset = {name: value for name, value in wanted.items() if getattr(request, name) in (None, "", ())}
         return replace(request, **unset) if unset else request
 
 

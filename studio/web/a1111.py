@@ -75,6 +75,7 @@ class Txt2ImgBody(BaseModel):
     script_args: list = []
     alwayson_scripts: Optional[dict[str, Any]] = None  # extensions' settings (ControlNet, ADetailer, ...)
     hr_checkpoint_name: Optional[str] = None
+    inspect: Optional[list[str]] = None  # the studio's own: what to capture from inside sampling ("attention", "cfg")
 
 
 class Img2ImgBody(Txt2ImgBody):
@@ -286,6 +287,7 @@ class Api:
             **self._face_settings(body, user),
             **_variation(body),
             **_saving_and_previews(body),
+            inspect=tuple(body.inspect or ()),
         )
         if not img2img:
             arguments.update(_hires(body))

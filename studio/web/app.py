@@ -55,6 +55,7 @@ def create_app(blocks, service, users: Optional[Users] = None, *, files: Optiona
 
     from .a1111 import build_router
     from .frames import build_frames_router
+    from .inspect_routes import build_inspect_router
     from .state import ServerState
     from .streams import build_stream_router
     from .studio_routes import build_studio_router
@@ -77,6 +78,7 @@ def create_app(blocks, service, users: Optional[Users] = None, *, files: Optiona
     app.include_router(build_studio_router(state))
     app.include_router(build_stream_router(service))
     app.include_router(build_frames_router(service))
+    app.include_router(build_inspect_router(service))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):

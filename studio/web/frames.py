@@ -9,6 +9,7 @@ from fastapi.responses import Response
 
 from ..animation import FORMATS, animation_bytes
 from ..contact_sheet import contact_sheet_png
+from ..inspected import heatmap, png_bytes
 from ..jobs import Job, frames_dropped
 
 KINDS = ("x0", "noisy", "c1", "c2", "c3", "c4")
@@ -17,6 +18,7 @@ DROPPED = "The step frames of this job are no longer kept (the oldest jobs' fram
 FRAME_CACHE = "private, max-age=3600"  # a frame never changes once made; private: it is one user's
 NO_STORE = "private, no-store"  # a running job's exports grow, and a download should not be served stale
 PROMPT_CHARS = 120  # of each prompt in the job list
+MAX_SHEET_WORDS = 6  # attention columns on one contact sheet
 
 
 def frame_jpeg(frame, kind: str) -> bytes:
@@ -33,7 +35,7 @@ def build_frames_router(service) -> APIRouter:
     @router.get("/studio/api/frames")
     def jobs_with_frames(request: Request):
         """The caller's stored jobs that have step frames (or had them dropped), newest first."""
-        jobs = [job for job in service.jobs(request.state.user) if job.step_frames or frames_dropped(job)]
+        jobs = [job for job in service.jobs(request.state.user) if job.step_frames or frames_dropped(job) or job.inspection]
         return [job_summary(job) for job in sorted(jobs, key=lambda job: job.created, reverse=True)]
 
     @router.get("/studio/api/jobs/{job_id}/frames")
@@ -63,9 +65,11 @@ def build_frames_router(service) -> APIRouter:
         return _download(data, FORMATS[fmt], f"steps-{job.id[:8]}-{view}.{fmt}")
 
     @router.get("/studio/api/jobs/{job_id}/contact-sheet.png")
-    def contact_sheet(job_id: str, request: Request):
+    def contact_sheet(job_id: str, request: Request, words: str = ""):
+        """words: prompt words (comma-separated, at most MAX_SHEET_WORDS) whose attention at each step gets a column,
+        for a job that captured attention."""
         job = _own_job(job_id, request)
-        data = contact_sheet_png(_some_frames(job), title=sheet_title(job))
+        data = contact_sheet_png(_some_frames(job), title=sheet_title(job), extra_columns=attention_columns(job, words))
         return _download(data, "image/png", f"steps-{job.id[:8]}-sheet.png")
 
     def _own_job(job_id: str, request: Request) -> Job:
@@ -75,6 +79,26 @@ def build_frames_router(service) -> APIRouter:
         return job
 
     return router
+
+
+def attention_columns(job: Job, words: str) -> list:
+    """The contact sheet's attention columns: one per named word of the job's prompt (unknown names: 400)."""
+    wanted = [w.strip() for w in words[:1000].split(",") if w.strip()][:MAX_SHEET_WORDS]
+    if not wanted:
+        return []
+    inspected = job.inspection
+    if inspected is None or inspected.attention is None:
+        raise HTTPException(404, 'This job did not capture attention: submit it with "inspect": ["attention"].')
+    by_text = {word.text: word for word in inspected.words}
+    missing = [w for w in wanted if w not in by_text]
+    if missing:
+        raise HTTPException(400, f"Not a word of this job's prompt: {missing[0][:40]!r}; its words are "
+                                 f"{', '.join(by_text)[:400]}.")
+
+    def column(word):
+        return lambda frame: png_bytes(heatmap(inspected, word, min(max(frame.step, 1), inspected.steps)))
+
+    return [(f"attention: {w}", column(by_text[w])) for w in wanted]
 
 
 def job_summary(job: Job) -> dict:

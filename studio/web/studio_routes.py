@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse, Response
 from ..jobs import Job
 from ..links import FILES
 from ..contract import QueueFullError, RequestError
-from .a1111 import Api, Txt2ImgBody, bad_request, client_host, encode_image
+from .a1111 import Api, Img2ImgBody, Txt2ImgBody, bad_request, client_host, encode_image
 from .state import ServerState
 
 
@@ -111,9 +111,17 @@ def _job_routes(router: APIRouter, state: ServerState, api: Api, service) -> Non
     @router.post("/studio/api/jobs")
     async def submit_job(body: Txt2ImgBody, request: Request):
         """Queue a txt2img job and return at once (poll /studio/api/jobs/{id})."""
+        return await _submit(request, body, False)
+
+    @router.post("/studio/api/jobs/img2img")
+    async def submit_image_job(body: Img2ImgBody, request: Request):
+        """Queue an img2img job (an inpainting one with a mask), A1111's img2img fields, and return at once."""
+        return await _submit(request, body, True)
+
+    async def _submit(request: Request, body: Txt2ImgBody, img2img: bool) -> dict:
         user = request.state.user
         try:
-            gen = await run_in_threadpool(api.build_request, request, user, body, False)
+            gen = await run_in_threadpool(api.build_request, request, user, body, img2img)
             job = await run_in_threadpool(service.submit, gen, user, client_host(request))
         except QueueFullError as exc:
             raise bad_request(str(exc), 429) from None
