@@ -13,6 +13,25 @@ from pathlib import Path
 
 import httpx
 
+@contextmanager
+def header_user_client(*routers):
+    """A TestClient of a tiny app holding `routers`, whose 'login' is a header: the user is whoever X-User names."""
+    from fastapi import FastAPI, Request
+    from fastapi.testclient import TestClient
+
+    app = FastAPI()
+
+    @app.middleware("http")
+    async def user_from_header(request: Request, call_next):
+        request.state.user = request.headers.get("x-user", "local")
+        return await call_next(request)
+
+    for router in routers:
+        app.include_router(router)
+    with TestClient(app) as test_client:
+        yield test_client
+
+
 USERS = {"alice": "alice-pw", "bob": "bob-pw", "root": "root-pw", "carol": "carol-pw"}
 SMALL = {"steps": 2, "width": 64, "height": 64, "sampler_name": "Euler"}
 

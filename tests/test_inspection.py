@@ -11,10 +11,8 @@ import io
 import numpy as np
 import pytest
 import torch
-from fastapi import FastAPI, Request
-from fastapi.testclient import TestClient
 from PIL import Image
-from server_support import job_service
+from server_support import header_user_client, job_service
 
 from studio.contract import Finished, GenerationRequest
 from studio.inspected import Token, words_of
@@ -143,17 +141,8 @@ def test_the_store_drops_a_jobs_capture_with_its_frames(engine):
 
 @pytest.fixture(scope="module")
 def client(engine):
-    app = FastAPI()
-
-    @app.middleware("http")
-    async def user_from_header(request: Request, call_next):
-        request.state.user = request.headers.get("x-user", "local")
-        return await call_next(request)
-
     service = job_service(engine)
-    app.include_router(build_inspect_router(service))
-    app.include_router(build_frames_router(service))
-    with TestClient(app) as test_client:
+    with header_user_client(build_inspect_router(service), build_frames_router(service)) as test_client:
         yield test_client
 
 

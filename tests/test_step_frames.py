@@ -9,10 +9,8 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from fastapi import FastAPI, Request
-from fastapi.testclient import TestClient
 from PIL import Image
-from server_support import job_service
+from server_support import header_user_client, job_service
 
 from studio.animation import animation_bytes
 from studio.contact_sheet import contact_sheet_png, spread_indices
@@ -40,16 +38,7 @@ def alices_job(engine):
 
 @pytest.fixture(scope="module")
 def client(engine):
-    """The router in a tiny app whose 'login' is a header: the user is whoever X-User names."""
-    app = FastAPI()
-
-    @app.middleware("http")
-    async def user_from_header(request: Request, call_next):
-        request.state.user = request.headers.get("x-user", "local")
-        return await call_next(request)
-
-    app.include_router(build_frames_router(job_service(engine)))
-    with TestClient(app) as test_client:
+    with header_user_client(build_frames_router(job_service(engine))) as test_client:
         yield test_client
 
 
