@@ -21,13 +21,17 @@ from typing import Callable, Optional
 from .config import DEFAULT_MODEL, Settings
 from .demo import NAME as DEMO_NAME
 from .families import (
+    TEXT_TO_IMAGE,
     TINY_CONFIG,
+    UNET_CONV_IN,
     TINY_FAMILY,
     FileFamily,
+    ModelKind,
     all_configs,
     detect_checkpoint,
     family,
     family_of_pipeline,
+    model_kind,
     supported_labels,
 )
 
@@ -113,6 +117,23 @@ def resolve_model(name: str, settings: Settings) -> ModelSource:
         f"Model '{name}' not found: not a file, a diffusers folder, a checkpoint{where}, or a hub id (owner/name).",
         f"Model '{name}' not found: not a file, a diffusers folder, a checkpoint in the models folder, or a hub id (owner/name).",
     )
+
+
+def peek_kind(source: ModelSource) -> ModelKind | None:
+    """What a model's UNet does, read from its files without loading it: a folder's UNet config, a safetensors
+    file's first UNet layer. None when the files do not say cheaply (a hub model, a pickle, unreadable files)."""
+    try:
+        if source.kind == "tiny":
+            return TEXT_TO_IMAGE
+        if source.kind == "folder":
+            config = json.loads((Path(source.location) / "unet" / "config.json").read_text())
+            return model_kind(int(config["in_channels"]))
+        if source.kind == "file" and not source.is_pickle:
+            conv_in = _header_shapes(Path(source.location)).get(UNET_CONV_IN)
+            return model_kind(int(conv_in.shape[1])) if conv_in is not None else None
+    except Exception:  # a broken file is for its load to report, with the message loads give
+        return None
+    return None
 
 
 # ---- single-file family detection (reads the safetensors header only)
@@ -249,6 +270,7 @@ class LoadedModel:
     default_size: int
     notes: list[str] = field(default_factory=list)
     task_pipelines: dict = field(default_factory=dict)  # Task → pipeline on `pipe`'s modules (pipelines.job_pipeline)
+    kind: ModelKind = TEXT_TO_IMAGE  # what its UNet does: which tasks it runs (families.MODEL_KINDS)
 
     @property
     def name(self) -> str:
@@ -257,6 +279,14 @@ class LoadedModel:
 
 def _family_of_pipeline(pipe) -> str:
     return family_of_pipeline(type(pipe).__name__, getattr(pipe.unet.config, "cross_attention_dim", None)).name
+
+
+def native_size(pipe) -> int | None:
+    """The size a diffusers folder's model was trained at: its UNet's sample size in latents × the VAE's scale (SD 2.x
+    512 "base" and 768 folders alike, SDXL 1024); None when its configs do not say."""
+    sample = getattr(pipe.unet.config, "sample_size", None)
+    scale = getattr(pipe, "vae_scale_factor", None)
+    return sample * scale if isinstance(sample, int) and isinstance(scale, int) else None
 
 
 def refuse_pickle(source: ModelSource, settings: Settings) -> None:
@@ -307,7 +337,7 @@ def _load(source: ModelSource, settings: Settings, device, dtype, hashes: HashCa
         cls = getattr(diffusers, family(kind.family).pipelines.txt2img)
         pipe = cls.from_single_file(str(path), config=str(config), torch_dtype=dtype, local_files_only=True)
         family_name = kind.family
-        default_size = tiny.recipe()["default_size"] if kind.config == TINY_CONFIG.name else family(family_name).default_size
+        default_size = tiny.recipe()["default_size"] if kind.config == TINY_CONFIG.name else kind.default_size or family(family_name).default_size
         model_hash = hashes.sha256(path)[:10]
         if kind.prediction_type:
             pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, prediction_type=kind.prediction_type)
@@ -322,14 +352,15 @@ def _load(source: ModelSource, settings: Settings, device, dtype, hashes: HashCa
             kwargs.update(safety_checker=None, requires_safety_checker=False)  # as A1111: no NSFW filter
         pipe = diffusers.DiffusionPipeline.from_pretrained(location, **kwargs)
         family_name = _family_of_pipeline(pipe)
-        default_size = family(family_name).default_size
+        default_size = native_size(pipe) or family(family_name).default_size
         unet_files = sorted(Path(location, "unet").glob("diffusion_pytorch_model*.safetensors")) or sorted(
             Path(location, "unet").glob("*.bin")
         )
         model_hash = hashes.sha256(unet_files[0])[:10] if unet_files else hashlib.sha256(source.location.encode()).hexdigest()[:10]
     pipe.set_progress_bar_config(disable=True)
     pipe.to(device)
-    return LoadedModel(source, family_name, pipe, dict(pipe.scheduler.config), model_hash, default_size, notes)
+    kind = model_kind(pipe.unet.config.in_channels)
+    return LoadedModel(source, family_name, pipe, dict(pipe.scheduler.config), model_hash, default_size, notes, kind=kind)
 
 
 def _hub_snapshot(repo_id: str) -> str:

@@ -17,6 +17,7 @@ def _default_cache_dir() -> Path:
 
 
 PREVIEW_MODES = ("latent", "taesd", "vae", "off")
+VAE_TILING_MODES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class Settings:
     attention: str = "auto"  # auto | xformers | sdpa
     preview: str = "latent"  # latent | taesd | vae | off
     preview_every: Optional[int] = None  # None: every step (every 5th for the full VAE)
+    vae_tiling: str = "auto"  # auto (pictures over 4× the model's own area) | on | off: the VAE works in tiles
     max_models: int = 1
     max_size: int = 2048
     max_steps: int = 150
@@ -153,6 +155,9 @@ def add_engine_arguments(parser: argparse.ArgumentParser, *, server: bool = True
                    help="live previews: latent (rough), taesd (tiny VAE), vae (exact, slow) or off")
     g.add_argument("--preview-every", type=int, default=None, metavar="N",
                    help="a preview every N steps (default: 1; 5 with --preview vae)")
+    g.add_argument("--vae-tiling", default="auto", choices=list(VAE_TILING_MODES),
+                   help="encode and decode in overlapping tiles, for large pictures in less memory "
+                        "(auto: pictures over 4x the model's own area)")
 
     g = groups[SERVER]
     g.add_argument("--max-queue-per-user", type=int, default=0, metavar="N",
@@ -202,6 +207,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         attention=args.attention,
         preview=args.preview,
         preview_every=args.preview_every,
+        vae_tiling=getattr(args, "vae_tiling", "auto"),
         max_models=max(1, args.max_models),
         max_size=args.max_size,
         max_steps=args.max_steps,

@@ -53,6 +53,7 @@ class GenerationRequest:
     mask: Optional[Image.Image] = None  # white = repaint
     denoising_strength: float = 0.75
     mask_blur: int = 4
+    depth_map: Optional[Image.Image] = None  # depth-to-image models: the depth to keep (white = near), not the model's estimate
     model: Optional[str] = None  # None: the model the engine has loaded
     clip_skip: int = 1  # A1111's CLIP_stop_at_last_layers: 1 = the text encoder's last layer
     styles: tuple[str, ...] = ()  # names in the styles file, applied in order before anything else

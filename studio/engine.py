@@ -15,12 +15,13 @@ from typing import Optional
 import torch
 
 from .access import match_offered, offered_models, refusal
-from .checkpoints import DEMO, ModelCache, ModelError, default_model_name, demo_available, list_checkpoints
+from .checkpoints import DEMO, ModelCache, ModelError, default_model_name, demo_available, list_checkpoints, peek_kind, resolve_model
 from .config import DEFAULT_MODEL, PREVIEW_MODES, Settings
 from .demo.scenes import EXAMPLE_PROMPTS
 from .contract import Cancelled, Failed, GenerationRequest, RequestError
 from .conditioning import PromptLibrary, encoder_dims
 from .extras import ExtrasGate
+from .families import ModelKind
 from .interrogate import Captioner
 from .faces import CODEFORMER, GFPGAN, FaceRestorers
 from .upscalers import UpscalerLibrary
@@ -31,6 +32,7 @@ from .pipelines import AttentionChoice, choose_attention, free_device_memory, qu
 from .previews import PreviewService
 from .results import ResultWriter
 from .runner import Runner
+from .tasks import refuse_unless_runs
 from .validation import validate
 
 log = logging.getLogger(__name__)
@@ -176,6 +178,17 @@ class Engine:
             default_size=next((m.default_size for m in self.models.loaded_models() if m.name == self.current_model), None),
         )
 
+    def model_kind(self, name: str) -> Optional[ModelKind]:
+        """What model `name` does: the loaded model's kind, else as its files tell without loading it (None when
+        they do not: a hub model, a pickle)."""
+        loaded = {model.name: model for model in self.models.loaded_models()}.get(name)
+        if loaded is not None:
+            return loaded.kind
+        try:
+            return peek_kind(resolve_model(name, self.settings))
+        except ModelError:
+            return None
+
     def available_models(self) -> list[str]:
         names = [source.name for source in list_checkpoints(self.settings.models_dir)]
         if demo_available() and DEMO not in names:
@@ -198,6 +211,10 @@ class Engine:
         if request.restore_faces:  # refused now when no restorer is installed; the job records which one it used
             request = replace(request, face_restorer=self.faces.choose(request.face_restorer))
         request = self._checked_model(request, may_name_any_model)
+        name = request.model or self.current_model
+        kind = self.model_kind(name)
+        if kind is not None:  # a task its model cannot run is refused now (else when the model is loaded for the job)
+            refuse_unless_runs(kind, name, request)
         job = Job(request, owner)
         self.dispatcher.put(job)
         self.jobs.add(job)

@@ -14,7 +14,7 @@ from typing import Callable, Mapping
 
 from .contract import Task
 
-_UNET_CONV_IN = "model.diffusion_model.input_blocks.0.0.weight"  # a single-file checkpoint's first UNet layer
+UNET_CONV_IN = "model.diffusion_model.input_blocks.0.0.weight"  # a single-file checkpoint's first UNet layer
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ class PredictionOverride:
     file_name: str  # regex, searched case-insensitively
     prediction_type: str
     note: str  # told to the operator when it applies
+    default_size: int | None = None  # the checkpoint's own size, when not the family's
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class FileFamily:
     config: str  # folder under models/configs, or "tiny"
     prediction_type: str | None = None  # an override of the config's
     note: str | None = None  # why the override, for the operator
+    default_size: int | None = None  # the checkpoint's own size, when not the family's
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ def _is_demo(class_name: str, cross_attention_dim: int | None) -> bool:
 
 def _narrow_unet(shapes: Mapping) -> bool:
     """The tiny model's checkpoints: an SD 1.x layout, but a UNet far narrower than the real one's 320 channels."""
-    conv_in = shapes.get(_UNET_CONV_IN)
+    conv_in = shapes.get(UNET_CONV_IN)
     return conv_in is not None and conv_in.shape[0] != 320
 
 
@@ -160,7 +162,8 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
                         "sd21",
                         "v2",
                         openclip_tokenizers=frozenset({"tokenizer"}),
-                        prediction_override=PredictionOverride(r"(base|512)", "epsilon", "SD 2.x 'base' checkpoint, epsilon prediction"),
+                        prediction_override=PredictionOverride(r"(base|512)", "epsilon", "SD 2.x 'base' checkpoint, epsilon prediction",
+                                                               default_size=512),
                     ),
                 ),
                 is_pipeline=_is_sd2,
@@ -193,6 +196,43 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
         )
     }
 )
+
+@dataclass(frozen=True)
+class ModelKind:
+    """What a model's UNet was trained to do, told by its input channels: the tasks it runs, and the diffusers
+    pipeline class of each where it is not its family's (a depth model's image-to-image is depth-to-image)."""
+
+    name: str
+    label: str  # "a depth-to-image model": how messages name it
+    unet_in_channels: int
+    tasks: Mapping[Task, str | None]  # task → pipeline class name, None for the family's own
+    takes_depth_map: bool = False  # its image-to-image keeps a depth map (estimated, or the user's)
+
+    def pipeline(self, family_name: str, task: Task) -> str:
+        own = self.tasks.get(Task(task))
+        return own or family(family_name).pipelines.for_task(task)
+
+
+TEXT_TO_IMAGE = ModelKind("text-to-image", "a text-to-image model", 4, MappingProxyType({task: None for task in Task}))
+MODEL_KINDS: tuple[ModelKind, ...] = (
+    TEXT_TO_IMAGE,
+    # The inpainting models' UNet also takes the mask and the masked picture's latents.
+    ModelKind("inpainting", "an inpainting model", 9, MappingProxyType({Task.INPAINT: None})),
+    # Stable Diffusion 2's depth model: the UNet takes a depth map beside the latents; its pipeline estimates one.
+    ModelKind("depth", "a depth-to-image model", 5, MappingProxyType({Task.IMG2IMG: "StableDiffusionDepth2ImgPipeline"}),
+              takes_depth_map=True),
+    # The x4 upscaler's UNet takes the low-resolution picture: it makes no pictures of its own.
+    ModelKind("upscaler", "an x4 upscaler", 7, MappingProxyType({})),
+)
+
+
+def model_kind(unet_in_channels: int) -> ModelKind:
+    """The kind of a model whose UNet takes `unet_in_channels`; a kind that runs nothing when no kind has them."""
+    for kind in MODEL_KINDS:
+        if kind.unet_in_channels == unet_in_channels:
+            return kind
+    return ModelKind("unknown", f"a model whose UNet takes {unet_in_channels} channels", unet_in_channels, MappingProxyType({}))
+
 
 FALLBACK_FAMILY = "sd1"  # what a loaded pipeline no family claims is run as (as before the registry)
 TINY_FAMILY = "sd1"  # the built-in tiny model is a (very small) SD 1.x
@@ -228,7 +268,7 @@ def detect_checkpoint(checkpoint_type: str, shapes: Mapping, file_name: str) -> 
             continue
         override = config.prediction_override
         if override and re.search(override.file_name, file_name, re.IGNORECASE):
-            return FileFamily(family_name, config.name, override.prediction_type, override.note)
+            return FileFamily(family_name, config.name, override.prediction_type, override.note, override.default_size)
         return FileFamily(family_name, config.name)
     return None
 

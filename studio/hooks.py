@@ -91,6 +91,25 @@ class ProgressHook(StepHook):
             job.emit(Step(state.step, state.total, state.eta))
 
 
+class DepthMapHook(StepHook):
+    """A depth model's call: the depth map it keeps (its `depth_mask` callback tensor, the same every step) goes to
+    the lead job once, as a picture of the job's size, for the artist to see."""
+
+    graph_safe = True
+    tensor_inputs = ("depth_mask",)
+
+    def __init__(self, job, size: tuple[int, int]):
+        self.job = job
+        self.size = size
+
+    def __call__(self, state: StepState) -> None:
+        depth_mask = state.tensors.get("depth_mask")
+        if self.job.depth_map is None and depth_mask is not None:
+            from .pipelines import depth_picture
+
+            self.job.depth_map = depth_picture(depth_mask, self.size)
+
+
 class PreviewHook(StepHook):
     """Every `every` steps and at the last step of a call: each live job's picture is captured (device work and an
     async copy queued here) and finished on the frame sink's thread, which hands it to the job."""

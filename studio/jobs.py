@@ -99,6 +99,7 @@ class Job:
         self.skip_batch_requested = threading.Event()  # A1111's skip: this batch ends now, the next ones still run
         self.step_frames: list = []  # previews.StepFrames, one per previewed step, for the Step previews tab
         self.inspection = None  # inspection.Inspected, when the request asked to see inside its sampling
+        self.depth_map = None  # a depth model's image to image: the depth it kept (PIL, grayscale, white = near)
         self.event_times: dict[str, float] = {}  # event type name → perf_counter() when first emitted (benchmarks)
         self.last_queued: Optional[Queued] = None
         self.last_step: Optional[Step] = None
@@ -305,6 +306,7 @@ class JobStore:
                 break
             job.step_frames = []  # a new list: a reader's snapshot of the old one stays whole
             job.inspection = None
+            job.depth_map = None
             job.frames_dropped = True
             freed += sizes[job.id]
         return freed
@@ -320,4 +322,6 @@ def frames_dropped(job) -> bool:
 
 def _frames_nbytes(job) -> int:
     inspected = getattr(job, "inspection", None)
-    return sum(getattr(frame, "nbytes", 0) for frame in list(job.step_frames)) + (inspected.nbytes if inspected else 0)
+    depth = getattr(job, "depth_map", None)
+    return (sum(getattr(frame, "nbytes", 0) for frame in list(job.step_frames)) + (inspected.nbytes if inspected else 0)
+            + (depth.width * depth.height if depth is not None else 0))

@@ -6,6 +6,7 @@ also reports its x0 estimate, seeds → generators, device/dtype choice, and the
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from dataclasses import dataclass
@@ -13,35 +14,36 @@ from dataclasses import dataclass
 import torch
 
 from .contract import Task
-from .families import family as family_named
+from .families import TEXT_TO_IMAGE, ModelKind
 from .samplers import Sampler
 
 log = logging.getLogger(__name__)
 
 
-def pipeline_class(family: str, task: Task):
-    """The diffusers class for `task` in `family`; imported only here, so the registry stays plain data."""
+def pipeline_class(family: str, task: Task, kind: ModelKind = TEXT_TO_IMAGE):
+    """The diffusers class for `task` on a model of `family` and `kind`; imported only here, so the registry stays
+    plain data."""
     import diffusers
 
-    return getattr(diffusers, family_named(family).pipelines.for_task(task))
+    return getattr(diffusers, kind.pipeline(family, task))
 
 
-def task_pipeline(base, family: str, task: Task, scheduler, dtype: torch.dtype):
+def task_pipeline(base, family: str, task: Task, scheduler, dtype: torch.dtype, kind: ModelKind = TEXT_TO_IMAGE):
     """A pipeline for `task` sharing `base`'s modules. Passing the model's dtype matters: without it from_pipe
     moves the shared modules to fp32 (diffusers' default), silently upcasting every pipeline built on them."""
-    cls = pipeline_class(family, task)
+    cls = pipeline_class(family, task, kind)
     pipe = cls.from_pipe(base, scheduler=scheduler, dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
-def job_pipeline(built: dict, base, family: str, task: Task, scheduler, dtype: torch.dtype):
+def job_pipeline(built: dict, base, family: str, task: Task, scheduler, dtype: torch.dtype, kind: ModelKind = TEXT_TO_IMAGE):
     """The pipeline for one job: each task's pipeline is built once per model (from_pipe costs ~30 ms on a GPU
     host) and kept in `built`; every job gets its own fresh scheduler, since a scheduler holds per-run state.
     (The interrupt flag needs no reset: each pipeline call clears it.)"""
     pipe = built.get(task)
     if pipe is None:
-        pipe = built[task] = task_pipeline(base, family, task, scheduler, dtype)
+        pipe = built[task] = task_pipeline(base, family, task, scheduler, dtype, kind)
     else:
         pipe.scheduler = scheduler
     return pipe
@@ -255,3 +257,50 @@ def encode_pixels(pipe, pixels, generator, device):
         if upcast:
             vae.to(dtype=dtype)
     return encoded.float() * vae.config.scaling_factor
+
+
+# ---- VAE tiling
+
+
+def tiles_vae(mode: str, size: tuple[int, int], native: int) -> bool:
+    """Whether a picture of `size` is encoded and decoded in tiles: always ("on"), never ("off"), or ("auto") when it
+    has more than 4x the model's own area — where the VAE's memory, not the UNet's, runs out first."""
+    return mode == "on" or (mode == "auto" and size[0] * size[1] > 4 * native * native)
+
+
+@contextlib.contextmanager
+def vae_tiled(pipe, tiled: bool):
+    """The pipeline's VAE in diffusers' tiled mode (overlapping tiles, blended) for the duration, as it was after."""
+    vae = pipe.vae
+    was = bool(getattr(vae, "use_tiling", False))
+    if tiled != was:
+        vae.enable_tiling() if tiled else vae.disable_tiling()
+    try:
+        yield
+    finally:
+        if tiled != was:
+            vae.enable_tiling() if was else vae.disable_tiling()
+
+
+# ---- depth-to-image
+
+
+def depth_tensor(picture, size: tuple[int, int]):
+    """A user's depth picture (white = near, as the model's own estimator sees depth) as the depth pipeline takes it:
+    [1, height, width] floats at the job's size; the pipeline shrinks it to the latents and normalizes it itself."""
+    import numpy as np
+    from PIL import Image
+
+    gray = picture.convert("L").resize(size, Image.BICUBIC)
+    return torch.from_numpy(np.asarray(gray, dtype=np.float32) / 255.0)[None]
+
+
+def depth_picture(depth_mask, size: tuple[int, int]):
+    """What the depth pipeline kept of a depth map (its callback tensor `depth_mask`: latent-sized, -1..1, one row
+    per image — twice over under CFG) as a grayscale picture of `size` (white = near): the map the artist sees."""
+    import numpy as np
+    from PIL import Image
+
+    first = depth_mask[:1].float()
+    grown = torch.nn.functional.interpolate(first, size=(size[1], size[0]), mode="bilinear", align_corners=False)
+    return Image.fromarray(((grown[0, 0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy(), "L")

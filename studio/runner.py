@@ -18,7 +18,7 @@ from .checkpoints import LoadedModel
 from .contract import GenerationRequest, Started, Task
 from .conditioning import Applied, PromptConditioning, PromptTools, ScheduleHook, encode_job, lora_set, plan_prompts, shared_calls
 from .fast import graphs_paused
-from .hooks import CancelHook, HookChain, PreviewHook, ProgressHook, StepClock
+from .hooks import CancelHook, DepthMapHook, HookChain, PreviewHook, ProgressHook, StepClock
 from .inspected import Inspected, Token
 from .inspection import Inspection
 from .jobs import Job
@@ -26,11 +26,11 @@ from .metadata import build_infotext
 from .hires import SecondPass, first_pass_output_type, hires_request, run_second_pass, second_pass_steps, upscale_first_pass
 from .noise import batch_latents, generators_after_start
 from .prompts.syntax import prompt_schedule
-from .pipelines import callback_tensor_inputs, decoded, generators, job_pipeline, make_scheduler
+from .pipelines import callback_tensor_inputs, decoded, generators, job_pipeline, make_scheduler, tiles_vae, vae_tiled
 from .tiling import seamless
 from .previews import PreviewDecoder
 from .samplers import find_sampler
-from .tasks import PreparedJob, pipe_arguments, pipeline_arguments, prepare, task_spec
+from .tasks import PreparedJob, pipe_arguments, pipeline_arguments, prepare, refuse_unless_runs, task_spec
 from .validation import job_preview
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,8 @@ class Runner:
         engine = self.engine
         first = jobs[0].request
         model = engine.models.get(first.model or engine.current_model)
+        for job in jobs:
+            refuse_unless_runs(model.kind, model.name, job.request)
         sampler = find_sampler(first.sampler_name, first.scheduler)
         decoder = self.decoder(model, first)  # jobs share a group only with the same previews (BatchPolicy.key)
         prepared = {job: prepare(job.request, model.default_size, engine.settings.max_size) for job in jobs}
@@ -92,14 +94,19 @@ class Runner:
         if prepared[lead].varies_noise:  # such a job runs alone (tasks.batchable)
             arguments["latents"], arguments["generator"] = start_latents(pipe, lead.request, prepared[lead], slices[lead])
         arguments.update(self._conditioning(calls, slices, hooks, lead.request.clip_skip))
+        if model.kind.takes_depth_map:
+            hooks.hooks.append(DepthMapHook(lead, (prepared[lead].width, prepared[lead].height)))
         arguments["callback_on_step_end_tensor_inputs"] = hooks.tensor_inputs(callback_tensor_inputs(pipe))
         second = self._second_pass(calls, slices, lead, hooks) if spec.passes == 2 else None
         if second is not None:
             hooks.steps_per_batch = lead.request.steps + second_pass_steps(lead.request)
             arguments["output_type"] = first_pass_output_type(second.upscaler)
         inspection = self._inspection(pipe, lead, slices, hooks)  # the first pass only (its hook joins this chain)
+        drawn = prepared[lead].final_size or (prepared[lead].width, prepared[lead].height)  # the largest picture of the call
+        tiled = tiles_vae(self.engine.settings.vae_tiling, drawn, model.default_size)
         # A captured CUDA graph would replay the zero padding: tiling jobs run the UNet without graphs.
-        with graphs_paused(pipe, not hooks.graph_safe or lead.request.tiling), calls.applied.vae_on(pipe), seamless(pipe) if lead.request.tiling else nullcontext():
+        with graphs_paused(pipe, not hooks.graph_safe or lead.request.tiling), calls.applied.vae_on(pipe), vae_tiled(pipe, tiled), \
+                seamless(pipe) if lead.request.tiling else nullcontext():
             arguments.update(pipe_arguments(pipe, lead.request, prepared[lead], slices[lead]))  # with the job's VAE on
             with inspection.installed(pipe) if inspection is not None else nullcontext():
                 output = pipe(**arguments, callback_on_step_end=hooks).images
@@ -149,7 +156,7 @@ class Runner:
 
     def _pipeline(self, model: LoadedModel, task: Task, sampler):
         scheduler = make_scheduler(sampler, model.scheduler_config)
-        return job_pipeline(model.task_pipelines, model.pipe, model.family, task, scheduler, self.engine.dtype)
+        return job_pipeline(model.task_pipelines, model.pipe, model.family, task, scheduler, self.engine.dtype, model.kind)
 
     def _conditioning(self, calls: CallPlan, slices: dict, hooks: HookChain, clip_skip: int) -> dict:
         """The call's prompt embeds; a prompt-editing schedule adds its step hook to `hooks`."""
@@ -223,6 +230,8 @@ class Runner:
             return  # minutes on a CPU for a real model; the first job pays instead
         started = time.perf_counter()
         model = engine.models.get(engine.current_model)
+        if Task.TXT2IMG not in model.kind.tasks:
+            return  # a depth model or an upscaler: its first job pays
         size = min(model.default_size, 512)
         request = GenerationRequest("warm-up", steps=2, width=size, height=size, seed=0)
         prepared = prepare(request, model.default_size, engine.settings.max_size)

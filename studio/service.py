@@ -10,10 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Union
 
-from .access import Access
+from .access import Access, match_offered
 from .contract import GenerationRequest, RequestError
 from .history import safe_output_file
 from .jobs import Job
+from .tasks import abilities
 from .links import result_relative, result_url
 
 
@@ -276,3 +277,12 @@ class JobService:
             return self.job(user, job)
         return job if job is not None and job.owner == user else None
 
+
+def model_about(service: JobService, name: Optional[str] = None) -> str:
+    """One line on what model `name` (None: the running one) does — "tiny-depth is a depth-to-image model: it runs
+    Image to image only" — or "" when its files do not say before it is loaded. Only a name this user may pick is
+    looked up: what a client sends is never taken for a path."""
+    wanted = name or service.info().model
+    name = match_offered(wanted, service.models()) if isinstance(wanted, str) else None
+    kind = service.engine.model_kind(name) if name else None
+    return f"{name} is {kind.label}: {abilities(kind)}." if kind is not None else ""

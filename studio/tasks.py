@@ -18,7 +18,8 @@ from typing import Callable, Optional
 
 from PIL import Image
 
-from .contract import GenerationRequest, Task
+from .contract import GenerationRequest, RequestError, Task
+from .families import ModelKind
 from .inpainting import LATENT_NOISE, LATENT_NOTHING, MASKED_CONTENT, ORIGINAL, PasteBack, fill_masked, latent_start, only_masked, paste_into
 
 
@@ -91,6 +92,7 @@ class TaskSpec:
     pipeline: Optional[Task] = None
     passes: int = 1
     pipe_arguments: Callable = _no_pipe_arguments
+    label: str = ""  # how the UI names it
 
     @property
     def pipeline_task(self) -> Task:
@@ -222,6 +224,15 @@ def _img2img_arguments(request: GenerationRequest, prepared: PreparedJob) -> dic
     return dict(image=prepared.init_image, strength=request.denoising_strength)
 
 
+def _depth_map(pipe, request: GenerationRequest, prepared: PreparedJob, seeds: list[int]) -> dict:
+    """A depth model's image to image with the user's own depth map (else the pipeline estimates one)."""
+    if request.depth_map is None:
+        return {}
+    from .pipelines import depth_tensor
+
+    return dict(depth_map=depth_tensor(request.depth_map, (prepared.width, prepared.height)))
+
+
 def _inpaint_arguments(request: GenerationRequest, prepared: PreparedJob) -> dict:
     return dict(
         image=prepared.init_image,
@@ -271,17 +282,42 @@ _DENOISING = ("Denoising strength", "denoising_strength")
 TASKS: dict[Task, TaskSpec] = {
     spec.task: spec
     for spec in (
-        TaskSpec(Task.TXT2IMG, _model_size, _size_arguments, shares_batches=True),
-        TaskSpec(Task.IMG2IMG, _from_init_image, _img2img_arguments, infotext_fields=(_DENOISING,)),
+        TaskSpec(Task.TXT2IMG, _model_size, _size_arguments, shares_batches=True, label="Text to image"),
+        TaskSpec(Task.IMG2IMG, _from_init_image, _img2img_arguments, infotext_fields=(_DENOISING,), label="Image to image",
+                 pipe_arguments=_depth_map),
         TaskSpec(Task.INPAINT, _with_mask, _inpaint_arguments, _paste_back, (_DENOISING, ("Mask blur", "mask_blur")),
-                 describe=_inpaint_description, pipe_arguments=_inpaint_latents),
-        TaskSpec(Task.HIRES_FIX, _hires_sizes, _size_arguments, describe=_hires_description, pipeline=Task.TXT2IMG, passes=2),
+                 describe=_inpaint_description, pipe_arguments=_inpaint_latents, label="Inpainting"),
+        TaskSpec(Task.HIRES_FIX, _hires_sizes, _size_arguments, describe=_hires_description, pipeline=Task.TXT2IMG, passes=2,
+                 label="Text to image with hires fix"),
     )
 }
 
 
 def task_spec(task: Task) -> TaskSpec:
     return TASKS[task]
+
+
+def refuse_unless_runs(kind: ModelKind, model_name: str, request: GenerationRequest) -> None:
+    """RequestError, saying what the model can do, when a model of `kind` cannot run the request's task (a depth
+    model asked for text to image) or was given a depth map it does not take: the user's choice to change."""
+    task = request.task
+    if request.depth_map is not None and not kind.takes_depth_map:
+        raise RequestError(f"depth_map is for depth-to-image models; model '{model_name}' is {kind.label}. "
+                           "Leave it out, or choose a depth model.")
+    if task in kind.tasks:
+        return
+    raise RequestError(f"Model '{model_name}' is {kind.label} and cannot run {TASKS[task].label}: {abilities(kind)}. "
+                       f"Choose another model for {TASKS[task].label}.")
+
+
+def abilities(kind: ModelKind) -> str:
+    """What a model of `kind` runs, in the tabs' words: "it runs Image to image only"."""
+    runs = [TASKS[task].label for task in (Task.TXT2IMG, Task.IMG2IMG, Task.INPAINT) if task in kind.tasks]
+    if not runs:
+        return "the studio makes no pictures with it"
+    if len(runs) == 1:
+        return f"it runs {runs[0]} only"
+    return f"it runs {', '.join(runs[:-1])} and {runs[-1]}"
 
 
 def batchable(request: GenerationRequest) -> bool:

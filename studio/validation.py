@@ -108,6 +108,10 @@ def validate(request: GenerationRequest, settings: Settings) -> None:
     _check_output_options(request)
     if request.task is Task.HIRES_FIX:
         _check_hires(request, settings, steps)
+    if request.depth_map is not None:
+        if request.task is not Task.IMG2IMG:
+            raise RequestError("depth_map goes with init_images (image to image on a depth model), without a mask.")
+        _check_image("depth_map", request.depth_map, settings)
     if request.task in (Task.TXT2IMG, Task.HIRES_FIX):
         return
     strength = request.denoising_strength

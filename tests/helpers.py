@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from pathlib import Path
 
@@ -73,3 +74,18 @@ def collect(job, timeout: float = 120.0) -> list:
         if isinstance(event, TERMINAL_EVENTS):
             return events
     raise AssertionError(f"job did not finish in {timeout} s; events so far: {events}")
+
+
+@contextlib.contextmanager
+def engine_on(model: str, outputs: Path, cache_dir, warmup: bool = False):
+    """A started engine of its own on `model` (a folder built by the test, say), stopped afterwards."""
+    from studio.config import Settings
+    from studio.engine import Engine
+    from studio.outputs import OutputStore
+
+    settings = Settings(model=model, outputs=outputs, cache_dir=cache_dir, warmup=warmup)
+    engine = Engine(settings, OutputStore(settings.outputs)).start()
+    try:
+        yield engine
+    finally:
+        engine.stop()

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from tests.test_browser import CHROMIUM, SHOTS, _set_slider, _shot
-from tests.ui_support import launch_studio, log_in
+from tests.ui_support import logged_in_page
 
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing (apt-get install -y chromium)")
 
@@ -29,19 +29,10 @@ def tiny_settings(tmp_path_factory, studio_cache):
 
 @pytest.fixture(scope="module")
 def page(engine):
-    sync_api = pytest.importorskip("playwright.sync_api")
+    pytest.importorskip("playwright.sync_api")
     SHOTS.mkdir(parents=True, exist_ok=True)
-    with launch_studio(engine, users={"alice": "alice-pw"}) as server, sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
-        context = browser.new_context(viewport={"width": 1440, "height": 900})
-        page = context.new_page()
-        log_in(page, server.url, "alice", "alice-pw")
-        page.goto(server.url + "/")
-        page.wait_for_selector("#txt2img-prompt textarea", timeout=60_000)
-        try:
-            yield page
-        finally:
-            browser.close()
+    with logged_in_page(engine, CHROMIUM) as page:
+        yield page
 
 
 def _turn_inspection_on(page) -> None:

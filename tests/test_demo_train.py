@@ -63,3 +63,14 @@ def test_the_script_writes_an_fp16_diffusers_folder(tmp_path):
     image = pipe("a red circle on a white background", num_inference_steps=2, height=128, width=128,
                  generator=torch.Generator().manual_seed(0)).images[0]
     assert image.size == (128, 128)
+
+
+def test_the_local_vae_recipe_trains_a_vae_without_attention():
+    """--local-vae: a few steps lower its loss too, and the VAE it makes has no attention in its middle blocks."""
+    from dataclasses import replace
+
+    recipe = replace(demo_train.QUICK, **demo_train.LOCAL_VAE)
+    pictures, _ = demo_train.pictures_and_captions(recipe)
+    vae, losses = demo_train.train_vae(pictures, recipe, torch.device("cpu"), log=lambda line: None)
+    assert sum(losses[-5:]) < sum(losses[:5])
+    assert vae.config.mid_block_add_attention is False and vae.encode(torch.zeros(1, 3, 64, 64)).latent_dist.mean.shape == (1, 4, 8, 8)

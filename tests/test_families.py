@@ -93,7 +93,7 @@ def test_prediction_override_differs_from_its_config():
         ("v1", _shapes(**{CONV_IN: (32, 4, 3, 3)}), "tiny.safetensors", FileFamily("sd1", "tiny")),
         ("inpainting", _shapes(**{CONV_IN: (320, 9, 3, 3)}), "v1-5-inpainting.safetensors", FileFamily("sd1", "sd15-inpainting")),
         ("v2", _shapes(**{CONV_IN: (320, 4, 3, 3)}), "v2-1_768-ema.safetensors", FileFamily("sd2", "sd21")),
-        ("v2", _shapes(**{CONV_IN: (320, 4, 3, 3)}), "v2-1_512-BASE.safetensors", FileFamily("sd2", "sd21", "epsilon", "SD 2.x 'base' checkpoint, epsilon prediction")),
+        ("v2", _shapes(**{CONV_IN: (320, 4, 3, 3)}), "v2-1_512-BASE.safetensors", FileFamily("sd2", "sd21", "epsilon", "SD 2.x 'base' checkpoint, epsilon prediction", 512)),
         ("xl_base", _shapes(**{CONV_IN: (320, 4, 3, 3)}), "sd_xl_base_1.0.safetensors", FileFamily("sdxl", "sdxl")),
         ("xl_refiner", _shapes(**{CONV_IN: (384, 4, 3, 3)}), "sd_xl_refiner_1.0.safetensors", None),
     ],

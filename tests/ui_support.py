@@ -47,6 +47,23 @@ def launch_studio(engine, users=None, admins=()):
             blocks.close()
 
 
+@contextmanager
+def logged_in_page(engine, chromium: str, user: str = "alice", password: str = "alice-pw"):
+    """The studio served for `user`, open in a 1440×900 chromium page past the login, on the Text to image tab."""
+    from playwright.sync_api import sync_playwright
+
+    with launch_studio(engine, users={user: password}) as server, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
+        page = browser.new_context(viewport={"width": 1440, "height": 900}).new_page()
+        log_in(page, server.url, user, password)
+        page.goto(server.url + "/")
+        page.wait_for_selector("#txt2img-prompt textarea", timeout=60_000)
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
 def make_input_png(path: Path, size=(64, 64)) -> Path:
     image = Image.new("RGB", size)
     draw = ImageDraw.Draw(image)

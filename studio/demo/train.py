@@ -43,6 +43,14 @@ class Recipe:
     vae_steps: int = 2400
     vae_batch: int = 16
     vae_crop: int = 64  # the VAE is convolutional: it learns from crops, 4x cheaper than whole pictures
+    # A VAE whose latent cells each say their own patch's colour (`--local-vae`, LOCAL_VAE; off in the shipped
+    # model): no attention in its middle blocks, the decoder shown a random window of the crop's latent (6 of 8
+    # cells a side), and a linear latent -> colour map trained alongside. With the shipped VAE, flat red and flat
+    # gray have the same latent inside the picture (0.02 apart; the colour rides in from the border), which a
+    # denoiser cannot draw; with this one every pair of named colours is >= 0.77 latent stds apart.
+    vae_attention: bool = True
+    vae_window: int = 0  # 0: the decoder sees the whole crop's latent
+    colour_weight: float = 0.0
     vae_lr: float = 1e-3
     kl_weight: float = 1e-6
     # The decoder again, on whole pictures with the encoder frozen: trained on crops alone, its group norms see other
@@ -59,16 +67,17 @@ class Recipe:
     min_snr_gamma: float = 5.0
 
 
+LOCAL_VAE = dict(vae_attention=False, vae_window=6, colour_weight=1.0)
 QUICK = Recipe(images=48, vae_steps=30, vae_batch=8, decoder_steps=4, decoder_batch=4, unet_steps=40, unet_batch=8, warmup=5,
                ema=0.9)
 
 
-def vae_config() -> dict:
+def vae_config(attention: bool = True) -> dict:
     # 8 norm groups (2–8 channels each): with one or two channels a group, a flat-coloured picture normalizes to
     # almost nothing and colours come back mixed with their neighbours'.
     return dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, block_out_channels=[16, 32, 64, 64],
                 down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4, norm_num_groups=8,
-                sample_size=128)
+                sample_size=128, **({} if attention else {"mid_block_add_attention": False}))
 
 
 def unet_config() -> dict:
@@ -101,15 +110,27 @@ def train_vae(pictures: torch.Tensor, recipe: Recipe, device: torch.device, log:
     from diffusers import AutoencoderKL
 
     torch.manual_seed(recipe.seed)
-    vae = AutoencoderKL(**vae_config()).to(device)
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=recipe.vae_lr, weight_decay=0.0)
+    vae = AutoencoderKL(**vae_config(recipe.vae_attention)).to(device)
+    trained = list(vae.parameters())
+    colour_of_cell = None
+    if recipe.colour_weight:
+        colour_of_cell = torch.nn.Conv2d(4, 3, 1).to(device)  # a linear latent -> colour map, trained alongside
+        trained += list(colour_of_cell.parameters())
+    optimizer = torch.optim.AdamW(trained, lr=recipe.vae_lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(recipe.seed + 1)
 
     def loss_at(step: int) -> torch.Tensor:
         batch = _crops(pictures, recipe.vae_batch, recipe.vae_crop, generator).to(device)
         posterior = vae.encode(batch).latent_dist
-        recon = vae.decode(posterior.sample(generator=None)).sample
-        return _reconstruction_loss(recon, batch) + recipe.kl_weight * posterior.kl().mean()
+        if not recipe.vae_window and colour_of_cell is None:  # the shipped model's recipe, draw for draw
+            recon = vae.decode(posterior.sample(generator=None)).sample
+            return _reconstruction_loss(recon, batch) + recipe.kl_weight * posterior.kl().mean()
+        sample = posterior.sample(generator=generator)
+        latents, pixels = _window(sample, batch, recipe.vae_window, generator) if recipe.vae_window else (sample, batch)
+        loss = _reconstruction_loss(vae.decode(latents).sample, pixels) + recipe.kl_weight * posterior.kl().mean()
+        if colour_of_cell is not None:  # each latent cell, noise and all, says its patch's colour through one linear map
+            loss = loss + recipe.colour_weight * F.mse_loss(colour_of_cell(sample), F.avg_pool2d(batch, batch.shape[-1] // sample.shape[-1]))
+        return loss
 
     losses = _fit(optimizer, recipe.vae_lr, recipe.vae_steps, loss_at, "vae", log)
     vae.eval()
@@ -360,6 +381,14 @@ def _crops(pictures: torch.Tensor, count: int, size: int, generator: torch.Gener
     return torch.stack([as_unit(pictures[i, :, y : y + size, x : x + size]) for i, x, y in zip(index, xs, ys)])
 
 
+def _window(latents: torch.Tensor, pictures: torch.Tensor, cells: int, generator: torch.Generator):
+    """One random `cells`-square window of the latents (the same for the whole batch) and the pixels it covers."""
+    scale = pictures.shape[-1] // latents.shape[-1]
+    y, x = (int(v) for v in torch.randint(0, latents.shape[-1] - cells + 1, (2,), generator=generator))
+    window = latents[:, :, y : y + cells, x : x + cells]
+    return window, pictures[:, :, y * scale : (y + cells) * scale, x * scale : (x + cells) * scale]
+
+
 def _cosine(step: int, total: int, warmup: int) -> float:
     """Linear warm-up, then a cosine down to a tenth."""
     if step < warmup:
@@ -380,11 +409,13 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--unet-steps", type=int, help="override the recipe's denoiser steps")
     parser.add_argument("--vae-steps", type=int, help="override the recipe's VAE steps")
     parser.add_argument("--images", type=int, help="override the recipe's number of scenes")
+    parser.add_argument("--local-vae", action="store_true",
+                        help="the VAE whose latent cells each say their own colour (LOCAL_VAE; not the shipped model's)")
     parser.add_argument("--decoder-only", action="store_true", help="redo only the decoder stage of the model in --out")
     args = parser.parse_args(argv)
     recipe = QUICK if args.quick else Recipe()
     changes = {k: v for k, v in (("unet_steps", args.unet_steps), ("vae_steps", args.vae_steps), ("images", args.images)) if v}
-    recipe = replace(recipe, **changes)
+    recipe = replace(recipe, **changes, **(LOCAL_VAE if args.local_vae else {}))
     if args.decoder_only:
         retrain_decoder(recipe, args.out, args.device)
     else:

@@ -17,6 +17,7 @@ from . import extras, gallery, img2img, inpaint, networks, options, png_info, sc
 from studio.contract import LOCAL_USER
 from studio.metadata import parse_infotext
 from studio.history import History
+from studio.service import model_about as describe_model
 from studio.user_settings import UserSettingsStore
 
 from .options import offered_models
@@ -39,6 +40,8 @@ CSS = """
 .studio-live { min-height: 300px; display: flex; align-items: center; justify-content: center;
                background: var(--block-background-fill); border-radius: 8px; }
 .studio-live img { max-width: 100%; height: 300px; object-fit: contain; }
+.studio-live .studio-depth-kept { margin: 0 0 0 12px; text-align: center; font-size: 0.85em; }
+.studio-live .studio-depth-kept img { height: 200px; }
 .studio-downloads { margin: 1.9em 0 0.2em; padding-left: 1.2em; font-size: 0.9em; }
 .studio-note { font-size: 0.9em; }
 .studio-note ul { margin: 0.2em 0; padding-left: 1.2em; }
@@ -247,6 +250,8 @@ def build_ui(job_service, *, files=None, user_settings: Optional[UserSettingsSto
         with gr.Row(elem_classes=["studio-topbar"], equal_height=False):
             services.model_picker = model_picker(job_service, "studio-model", scale=0, min_width=420)
             model_refresh = gr.Button("Refresh", elem_id="studio-model-refresh", scale=0, min_width=90, size="sm")
+            # What the picked model does (a depth model runs Image to image only): the tabs stay, the line says.
+            model_about = gr.Markdown(describe_model(job_service), elem_id="studio-model-about", elem_classes=["studio-note"])
         with gr.Tabs(elem_id="studio-tabs") as tabs:
             with gr.Tab("Text to image", id="txt2img", elem_id="tab-txt2img"):
                 t2i = txt2img.build(services, session)
@@ -276,6 +281,7 @@ def build_ui(job_service, *, files=None, user_settings: Optional[UserSettingsSto
         steps_tab.select(None, None, None, js=steps["refresh_js"], **SILENT)
         settings.wire(prefs, blocks, [t2i, i2i, inp])
         model_refresh.click(lambda: gr.Dropdown(choices=offered_models(job_service)), None, services.model_picker, **SILENT)
+        services.model_picker.change(lambda name: describe_model(job_service, name), services.model_picker, model_about, **SILENT)
         def on_load(request: gr.Request):
             return footer_markdown(job_service) + user_markdown(request), banner_update(job_service)
 

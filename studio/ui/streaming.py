@@ -116,11 +116,14 @@ def live_html(job: Job, tab: str) -> str:
             f"<img class='studio-live-frame' alt='' hidden></div>")
 
 
-def final_html(url: Optional[str]) -> str:
-    """The live preview ends on the result (from the studio's file route), not on the last latent preview."""
+def final_html(url: Optional[str], depth_url: Optional[str] = None) -> str:
+    """The live preview ends on the result (from the studio's file route), not on the last latent preview; a depth
+    model's job shows the depth map it kept beside it (from the job's owner-only route)."""
     if not url:
         return "<div class='studio-live studio-live-done'></div>"
-    return f"<div class='studio-live studio-live-done'><img class='studio-live-frame' alt='result' src='{html.escape(url)}'></div>"
+    depth = (f"<figure class='studio-depth-kept'><img alt='The depth map the job kept' src='{html.escape(depth_url)}'>"
+             "<figcaption>Depth map kept (white = near)</figcaption></figure>") if depth_url else ""
+    return f"<div class='studio-live studio-live-done'><img class='studio-live-frame' alt='result' src='{html.escape(url)}'>{depth}</div>"
 
 
 def downloads_html(links: list[tuple[str, str]]) -> str:
@@ -236,7 +239,8 @@ async def stream_job(generation: Services, session: Session, tab: str, request: 
                 note = " (finished early)" if event.skipped else ""
                 done = f"Done{note}: {len(urls)} image{'s' if len(urls) != 1 else ''}{elapsed_text(started_at)}"
                 links = downloads_html([(url, url.rsplit("/", 1)[-1]) for url in urls])
-                yield final_html(urls[0] if urls else None), progress_html(done, "done"), gallery, infotext, links
+                depth = f"{origin}/studio/api/jobs/{job.id}/depth.png" if job.depth_map is not None else None
+                yield final_html(urls[0] if urls else None, depth), progress_html(done, "done"), gallery, infotext, links
             elif isinstance(event, Failed):
                 yield skip, progress_html(f"Failed: {html.escape(event.message)}", "cancelled"), skip, skip, skip
                 raise gr.Error(event.message, print_exception=False)

@@ -81,6 +81,7 @@ class Txt2ImgBody(BaseModel):
 class Img2ImgBody(Txt2ImgBody):
     init_images: Optional[list[str]] = None
     mask: Optional[str] = None
+    depth_map: Optional[str] = None  # the studio's: a depth model's own depth picture (white = near), base64
     mask_blur: Optional[int] = None
     mask_blur_x: int = 4
     mask_blur_y: int = 4
@@ -299,6 +300,8 @@ class Api:
                 raise RequestError("Only resize_mode 0 (just resize) is supported by this server.")
             arguments["init_image"] = decode_base64_image(body.init_images[0], "init_images[0]", settings)
             arguments["denoising_strength"] = 0.75 if body.denoising_strength is None else body.denoising_strength
+            if body.depth_map is not None:
+                arguments["depth_map"] = decode_base64_image(body.depth_map, "depth_map", settings).convert("L")
             if body.mask is not None:
                 mask = decode_base64_image(body.mask, "mask", settings).convert("L")
                 if body.inpainting_mask_invert:

@@ -1,13 +1,14 @@
 """What a job captured from inside its sampling (request "inspect": ["attention", "cfg"]), for its owner only: the
 attention map of each prompt word, the CFG view of a step, the noise levels of its steps and the picture sampling
-started from. 404 for anyone else's job, as for a job that does not exist. No torch."""
+started from; a depth-to-image job's depth map. 404 for anyone else's job, as for a job that does not exist. No torch."""
 
 from __future__ import annotations
 
 import base64
+import io
 from typing import Optional
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request, Response
 
 from ..inspected import heatmap, png_bytes
 from ..jobs import Job, frames_dropped
@@ -66,6 +67,19 @@ def build_inspect_router(service) -> APIRouter:
         return {"image": None if inspected.start is None else _b64(png_bytes(inspected.start)), "steps": inspected.steps,
                 "denoising_strength": job.request.denoising_strength if job.request.init_image is not None else None}
 
+    @router.get("/studio/api/jobs/{job_id}/depth")
+    def depth(job_id: str, request: Request):
+        """The depth map a depth-to-image job kept (the model's estimate, or the one sent as depth_map), white = near,
+        at the job's size."""
+        picture = _depth_map(_own_job(service, job_id, request))
+        return {"depth_map": _b64(_png(picture)), "size": list(picture.size)}
+
+    @router.get("/studio/api/jobs/{job_id}/depth.png")
+    def depth_png(job_id: str, request: Request):
+        """The same depth map as a picture (what the Image to image tab shows beside the result)."""
+        return Response(_png(_depth_map(_own_job(service, job_id, request))), media_type="image/png",
+                        headers={"Cache-Control": "private, max-age=3600"})
+
     return router
 
 
@@ -87,6 +101,22 @@ def _inspected(job: Job, what: Optional[str]):
     if what is not None and what not in inspected.inspect:
         raise HTTPException(404, NOT_ASKED.format(what=what, names=", ".join(f'"{n}"' for n in (*inspected.inspect, what))))
     return inspected
+
+
+def _depth_map(job: Job):
+    if job.depth_map is None:
+        if not job.done:
+            raise HTTPException(409, "The job has not started sampling yet: its depth map is ready at the first step.")
+        if frames_dropped(job):
+            raise HTTPException(404, DROPPED)
+        raise HTTPException(404, "This job kept no depth map: only image to image on a depth-to-image model does.")
+    return job.depth_map
+
+
+def _png(picture) -> bytes:
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def _check_step(step: Optional[int], steps: int) -> None:
